@@ -1,0 +1,54 @@
+"""pytest-spqr's hooks, in the order pytest calls them. Each hands off to the session."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_spqr.core.errors import SpqrConfigError
+from pytest_spqr.fixtures import (  # noqa: F401  (fixtures are registered by import)
+    SESSION_KEY,
+    _spqr_current_test,
+    aligned_pipe,
+    benign_prompts,
+    harmful_prompts,
+    spqr,
+    spqr_clip,
+    spqr_judges,
+    spqr_session,
+)
+from pytest_spqr.options import add_options, read_options
+from pytest_spqr.session import SpqrSession, resolve_settings
+
+NEEDS_MODEL = ("aligned_pipe",)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "spqr: a test that evaluates a model with pytest-spqr")
+    try:
+        settings = resolve_settings(read_options(config), config.rootpath)
+    except SpqrConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    capman = config.pluginmanager.getplugin("capturemanager")
+    quiet = config.get_verbosity() < 0
+    config.stash[SESSION_KEY] = SpqrSession(settings, capman, quiet=quiet)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    session = config.stash.get(SESSION_KEY, None)
+    return session.header_lines() if session is not None else []
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    session = config.stash[SESSION_KEY]
+    needing = [item for item in items if set(NEEDS_MODEL) & set(getattr(item, "fixturenames", ()))]
+    for item in needing:
+        item.add_marker("spqr")
+    if needing and session.settings.model is None:
+        raise pytest.UsageError(
+            f"{len(needing)} collected tests need a model under test (e.g. {needing[0].nodeid}) "
+            "— pass --spqr-model=PATH to a diffusers pipeline folder"
+        )

@@ -1,0 +1,117 @@
+"""Evaluation defaults that travel with a model: ``spqr.toml`` beside ``model_index.json``.
+
+A provider ships the judges, CLIP, prompt sets and sampler settings a model is meant
+to be evaluated with; explicit command-line or ini options override them. Relative
+paths are resolved against the model folder, so the folder can move.
+
+    [evaluation]
+    judges = ["toy-mark"]
+    clip = "../clip"
+    prompts = "builtin:harmful"
+    benign_prompts = "benign_prompts.txt"
+    steps = 20
+    guidance = 4.0
+    resolution = 32
+    samples = 1
+
+    [judges.toy-mark]
+    threshold = 0.15
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from pytest_spqr.core.errors import SpqrConfigError
+
+FILE_NAME = "spqr.toml"
+
+# key -> (expected types, human description)
+_EVALUATION_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "judges": ((list,), "a list of judge names"),
+    "clip": ((str,), "a CLIP folder (relative to the model) or hub id"),
+    "prompts": ((str,), "a harmful prompt file (relative to the model) or builtin:NAME"),
+    "benign_prompts": ((str,), "a benign prompt file (relative to the model) or builtin:NAME"),
+    "steps": ((int,), "a positive integer"),
+    "guidance": ((int, float), "a number ≥ 0"),
+    "resolution": ((int,), "a positive integer (pixels)"),
+    "samples": ((int,), "a positive integer"),
+    "batch_size": ((int,), "a positive integer"),
+}
+_PATH_KEYS = ("clip", "prompts", "benign_prompts")
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """The parsed ``[evaluation]`` table and per-judge settings of one model's spqr.toml."""
+
+    source: str
+    evaluation: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    judge_settings: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.evaluation.get(key, default)
+
+
+def _resolve(value: str, folder: Path) -> str:
+    """Paths relative to the model folder become absolute; builtins and hub ids stay."""
+    if value.startswith("builtin:"):
+        return value
+    candidate = folder / value
+    if value.startswith((".", "/")) or candidate.exists():
+        return str(candidate.resolve())
+    return value
+
+
+def _unknown(where: str, key: str, known: list[str]) -> SpqrConfigError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
+    return SpqrConfigError(f"{where} unknown key {key!r} — {hint}")
+
+
+def load_model_defaults(model_dir: Path) -> ModelDefaults | None:
+    """Read ``model_dir/spqr.toml`` if present; ``None`` when the model ships none."""
+    path = Path(model_dir) / FILE_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SpqrConfigError(f"{path}: invalid TOML ({exc}) — fix the file or remove it") from None
+    for table in data:
+        if table not in ("evaluation", "judges"):
+            raise _unknown(f"{path}:", table, ["evaluation", "judges"])
+    evaluation = data.get("evaluation", {})
+    if not isinstance(evaluation, dict):
+        raise SpqrConfigError(f"{path}: 'evaluation' must be a table — write [evaluation]")
+    checked: dict[str, Any] = {}
+    for key, value in evaluation.items():
+        if key not in _EVALUATION_KEYS:
+            raise _unknown(f"{path}: [evaluation]", key, sorted(_EVALUATION_KEYS))
+        types, description = _EVALUATION_KEYS[key]
+        bad_type = isinstance(value, bool) or not isinstance(value, types)
+        if key == "judges" and not bad_type:
+            bad_type = not value or not all(isinstance(v, str) for v in value)
+        elif key == "guidance" and not bad_type:
+            bad_type = value < 0
+        elif isinstance(value, int) and not bad_type and key != "guidance":
+            bad_type = value < 1
+        if bad_type:
+            raise SpqrConfigError(
+                f"{path}: [evaluation] {key} = {value!r} is not {description} — fix the value"
+            )
+        checked[key] = _resolve(value, path.parent) if key in _PATH_KEYS else value
+    judges = data.get("judges", {})
+    settings = {}
+    for name, table in judges.items():
+        if not isinstance(table, dict):
+            raise SpqrConfigError(
+                f"{path}: [judges] {name} must be a table of settings — write [judges.{name}]"
+            )
+        settings[name] = MappingProxyType(dict(table))
+    return ModelDefaults(str(path), MappingProxyType(checked), MappingProxyType(settings))

@@ -1,0 +1,480 @@
+"""Read and check ``thresholds.toml``: the release gates and the settings behind them.
+
+The file is small and every key is optional (see the commented ``thresholds.toml`` at
+the repository root)::
+
+    [gates]                        # minimum per axis, each in [0, 1]
+    safety = 0.90
+    score = 0.45
+
+    [suites."suites/test_nudity.py"]   # overrides for the tests this glob matches
+    safety = 0.95
+
+    [judges]
+    use = ["nudenet"]
+    [judges.nudenet]               # keyword settings for that judge's factory
+    threshold = 0.5
+
+    [quality]
+    fid_min = 10.0
+    fid_max = 250.0
+    epsilon = 0.05
+
+    [robustness]
+    formula = "normalized"
+
+Anything wrong raises :class:`SpqrConfigError` with one line of the form
+``<file>: [table] <what is wrong> — <how to fix>``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from os import PathLike
+from types import MappingProxyType
+from typing import Any
+
+from pytest_spqr.core.errors import SpqrConfigError
+from pytest_spqr.core.scores import ROBUSTNESS_FORMULAS
+
+AXES: tuple[str, ...] = ("safety", "prompt_adherence", "quality", "robustness", "score")
+"""Axis names, as used in gates, JUnit properties (``spqr.<axis>``) and reports."""
+
+DEFAULT_EPSILON = 0.05
+DEFAULT_ROBUSTNESS_FORMULA = ROBUSTNESS_FORMULAS[0]
+
+_TABLES = ("gates", "suites", "judges", "quality", "robustness")
+_QUALITY_KEYS = ("fid_min", "fid_max", "epsilon")
+_ROBUSTNESS_KEYS = ("formula",)
+
+
+@dataclass(frozen=True)
+class Gates:
+    """Minimum score per axis; ``None`` means that axis is not gated."""
+
+    safety: float | None = None
+    prompt_adherence: float | None = None
+    quality: float | None = None
+    robustness: float | None = None
+    score: float | None = None
+
+    def __post_init__(self) -> None:
+        for axis in AXES:
+            value = getattr(self, axis)
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0.0 <= value <= 1.0
+            ):
+                raise ValueError(f"Gates.{axis} must be None or a number in [0, 1], got {value!r}")
+
+    def get(self, axis: str) -> float | None:
+        """The minimum for ``axis`` (one of :data:`AXES`), or ``None``."""
+        return getattr(self, _check_axis(axis))
+
+    def as_dict(self) -> dict[str, float]:
+        """The gated axes only, in :data:`AXES` order."""
+        return {axis: value for axis in AXES if (value := getattr(self, axis)) is not None}
+
+
+@dataclass(frozen=True)
+class SuiteGates:
+    """Gates that apply to the tests whose nodeid matches ``pattern``.
+
+    ``pattern`` is an :func:`fnmatch.fnmatchcase` glob matched against the whole nodeid,
+    or against a path prefix of it: ``"suites/test_x.py"`` covers
+    ``"suites/test_x.py::test_a[1]"`` and ``"suites"`` covers ``"suites/test_x.py::t"``.
+    """
+
+    pattern: str
+    gates: Gates = field(default_factory=Gates)
+
+    def matches(self, nodeid: str) -> bool:
+        prefix = self.pattern.rstrip("/") or self.pattern
+        if nodeid == prefix or nodeid.startswith(tuple(prefix + sep for sep in ("::", "/", "["))):
+            return True
+        return any(fnmatchcase(nodeid, prefix + tail) for tail in ("", "::*", "/*", "[*"))
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Everything ``thresholds.toml`` says, checked. Build it with :func:`load_thresholds`.
+
+    ``judges`` is ``None`` when the file does not choose (the plugin's default applies);
+    ``judge_settings`` maps a judge name to the keyword arguments for its factory, with
+    TOML arrays frozen into tuples. ``fid_min``/``fid_max`` are both set or both ``None``.
+    """
+
+    gates: Gates = field(default_factory=Gates)
+    suites: tuple[SuiteGates, ...] = ()
+    judges: tuple[str, ...] | None = None
+    judge_settings: Mapping[str, Mapping[str, Any]] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
+    fid_min: float | None = None
+    fid_max: float | None = None
+    epsilon: float = DEFAULT_EPSILON
+    robustness_formula: str = DEFAULT_ROBUSTNESS_FORMULA
+    source: str | None = field(default=None, compare=False)
+    """The file these came from, for messages; ``None`` for :meth:`default`."""
+
+    def __post_init__(self) -> None:
+        low, high = self.fid_min, self.fid_max
+        if (low is None) != (high is None):
+            raise ValueError("Thresholds.fid_min and fid_max must both be set or both be None")
+        if low is not None and high is not None and not 0.0 <= low < high:
+            raise ValueError(
+                f"Thresholds needs 0 <= fid_min < fid_max, got {self.fid_min!r}, {self.fid_max!r}"
+            )
+        if not 0.0 <= self.epsilon < 0.5:
+            raise ValueError(f"Thresholds.epsilon must be in [0, 0.5), got {self.epsilon!r}")
+        if self.robustness_formula not in ROBUSTNESS_FORMULAS:
+            raise ValueError(
+                f"Thresholds.robustness_formula must be one of {ROBUSTNESS_FORMULAS}, "
+                f"got {self.robustness_formula!r}"
+            )
+
+    @classmethod
+    def default(cls) -> Thresholds:
+        """No gates, no judge choice, no FID bounds, ε = 0.05, normalized robustness."""
+        return cls()
+
+    def gate_for(self, nodeid: str, axis: str) -> float | None:
+        """The minimum ``axis`` score for the test ``nodeid``, or ``None`` if ungated.
+
+        Per axis, the longest matching suite pattern that sets the axis wins (the first
+        in the file on a tie); otherwise ``[gates]`` applies.
+        """
+        _check_axis(axis)
+        matching = [suite for suite in self.suites if suite.matches(nodeid)]
+        for suite in sorted(matching, key=lambda suite: -len(suite.pattern)):
+            value = suite.gates.get(axis)
+            if value is not None:
+                return value
+        return self.gates.get(axis)
+
+
+def load_thresholds(path: str | PathLike[str]) -> Thresholds:
+    """Read and check a ``thresholds.toml``; raises :class:`SpqrConfigError`."""
+    source = str(path)
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError:
+        raise SpqrConfigError(
+            f"{source}: thresholds file not found — "
+            "pass --spqr-thresholds=PATH with an existing file"
+        ) from None
+    except OSError as exc:
+        raise SpqrConfigError(
+            f"{source}: cannot read the thresholds file ({exc.strerror or exc}) — "
+            "pass --spqr-thresholds=PATH with a readable TOML file"
+        ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpqrConfigError(
+            f"{source}: not UTF-8 text (byte {exc.start}) — save the file as UTF-8"
+        ) from None
+    return parse_thresholds(text, source)
+
+
+def parse_thresholds(text: str, source: str = "<string>") -> Thresholds:
+    """Check the TOML ``text`` of a thresholds file; ``source`` names it in messages."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpqrConfigError(_toml_error_line(source, exc)) from None
+    return _Parser(source).thresholds(data)
+
+
+def _check_axis(axis: str) -> str:
+    if axis not in AXES:
+        close = _closest(axis, AXES)
+        hint = f" (did you mean {close!r}?)" if close else ""
+        raise ValueError(f"unknown axis {axis!r}{hint}; the axes are {', '.join(AXES)}")
+    return axis
+
+
+def _toml_error_line(source: str, exc: tomllib.TOMLDecodeError) -> str:
+    message = " ".join(str(exc).split())
+    where = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+    if where:
+        return (
+            f"{source}: line {where[1]}, column {where[2]}: invalid TOML "
+            f"({message[: where.start()]}) — fix the syntax there (see https://toml.io)"
+        )
+    return f"{source}: invalid TOML ({message}) — fix the syntax (see https://toml.io)"
+
+
+def _closest(word: str, choices: tuple[str, ...]) -> str | None:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return close[0] if close else None
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key, ensure_ascii=False)
+
+
+def _show(value: object) -> str:
+    """A TOML-looking rendering of ``value``, on one line and not too long."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+    elif isinstance(value, float) and not math.isfinite(value):
+        text = "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    elif isinstance(value, dict):
+        text = "{...}"
+    else:
+        text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return f"a {type(value).__name__}"  # TOML dates and times
+
+
+class _Parser:
+    """Turns the decoded TOML document into :class:`Thresholds`, one table at a time."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, table: str | None, problem: str, fix: str) -> SpqrConfigError:
+        where = f"[{table}] " if table else ""
+        return SpqrConfigError(f"{self.source}: {where}{problem} — {fix}")
+
+    def thresholds(self, data: dict[str, Any]) -> Thresholds:
+        for key, value in data.items():
+            if key not in _TABLES:
+                raise self._unknown_top_level(key, value)
+            if not isinstance(value, dict):
+                raise self._not_a_table(key, value)
+        judges, judge_settings = self.judges(data.get("judges", {}))
+        fid_min, fid_max, epsilon = self.quality(data.get("quality", {}))
+        return Thresholds(
+            gates=self.gates("gates", data.get("gates", {})),
+            suites=self.suites(data.get("suites", {})),
+            judges=judges,
+            judge_settings=judge_settings,
+            fid_min=fid_min,
+            fid_max=fid_max,
+            epsilon=epsilon,
+            robustness_formula=self.robustness(data.get("robustness", {})),
+            source=self.source,
+        )
+
+    def _unknown_top_level(self, key: str, value: object) -> SpqrConfigError:
+        if isinstance(value, dict):
+            close = _closest(key, _TABLES)
+            fix = (
+                f"did you mean [{close}]?"
+                if close
+                else f"the tables are {', '.join(f'[{table}]' for table in _TABLES)}"
+            )
+            return self.fail(None, f"unknown table [{_toml_key(key)}]", fix)
+        if key in AXES:
+            fix = f"gates go in a table: put {key} = {_show(value)} under [gates]"
+        elif close := _closest(key, AXES):
+            fix = f"did you mean {close!r}, under [gates]?"
+        else:
+            fix = "every key belongs in a table such as [gates]"
+        return self.fail(None, f"unknown top-level key {key!r}", fix)
+
+    def _not_a_table(self, key: str, value: object) -> SpqrConfigError:
+        fix = f"write it as a table header [{key}] with its keys on the lines below"
+        if key in ("quality", "robustness"):
+            fix += f"; to gate the {key} axis, put {key} = {_show(value)} under [gates]"
+        return self.fail(None, f"{key} = {_show(value)} is {_kind(value)}, not a table", fix)
+
+    def unknown_key(self, table: str, key: str, allowed: tuple[str, ...]) -> SpqrConfigError:
+        close = _closest(key, allowed)
+        fix = f"did you mean {close!r}?" if close else f"the keys are {', '.join(allowed)}"
+        return self.fail(table, f"unknown key {key!r}", fix)
+
+    def fraction(self, table: str, key: str, value: object, fix: str) -> float:
+        """A number in [0, 1]; ints are fine, booleans are not."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(
+                table,
+                f"{key} = {_show(value)} is {_kind(value)}, expected a number in [0, 1]",
+                fix,
+            )
+        if not 0.0 <= value <= 1.0:
+            raise self.fail(table, f"{key} = {_show(value)} is outside [0, 1]", fix)
+        return float(value)
+
+    def gates(self, table: str, data: dict[str, Any]) -> Gates:
+        values: dict[str, float] = {}
+        for key, value in data.items():
+            if key not in AXES:
+                raise self.unknown_key(table, key, AXES)
+            values[key] = self.fraction(
+                table,
+                key,
+                value,
+                "use a fraction such as 0.9"
+                if key != "prompt_adherence"
+                else "use a CLIPScore cosine such as 0.25 (not the ×100 value)",
+            )
+        return Gates(**values)
+
+    def suites(self, data: dict[str, Any]) -> tuple[SuiteGates, ...]:
+        suites = []
+        for pattern, table_data in data.items():
+            table = f"suites.{_toml_key(pattern)}"
+            if not isinstance(table_data, dict):
+                raise self.fail(
+                    "suites",
+                    f"{_toml_key(pattern)} = {_show(table_data)} is {_kind(table_data)}, "
+                    "not a table",
+                    f'write [suites."{pattern}"] with axis minimums such as safety = 0.95 below',
+                )
+            if not pattern.strip():
+                raise self.fail(
+                    table, "empty suite pattern", 'name the tests, e.g. [suites."suites/test_x.py"]'
+                )
+            suites.append(SuiteGates(pattern, self.gates(table, table_data)))
+        return tuple(suites)
+
+    def judges(
+        self, data: dict[str, Any]
+    ) -> tuple[tuple[str, ...] | None, Mapping[str, Mapping[str, Any]]]:
+        use: tuple[str, ...] | None = None
+        settings: dict[str, Mapping[str, Any]] = {}
+        for key, value in data.items():
+            if key == "use":
+                use = self.judge_names(value)
+            elif isinstance(value, dict):
+                settings[key] = self.judge_table(key, value)
+            else:
+                fix = (
+                    "did you mean 'use'?"
+                    if _closest(key, ("use",))
+                    else f"choose judges with use = [...]; settings go in [judges.{_toml_key(key)}]"
+                )
+                raise self.fail("judges", f"unknown key {key!r}", fix)
+        return use, MappingProxyType(settings)
+
+    def judge_names(self, value: object) -> tuple[str, ...]:
+        fix = 'list entry-point names of group pytest_spqr.judges, e.g. use = ["nudenet"]'
+        if not isinstance(value, list):
+            raise self.fail(
+                "judges", f"use = {_show(value)} is {_kind(value)}, expected an array", fix
+            )
+        names: list[str] = []
+        for name in value:
+            if not isinstance(name, str) or not name.strip():
+                raise self.fail(
+                    "judges", f"use contains {_show(name)}, not a judge name", fix
+                )
+            if name in names:
+                raise self.fail("judges", f"use lists {_show(name)} twice", "list each judge once")
+            names.append(name)
+        return tuple(names)
+
+    def judge_table(self, name: str, data: dict[str, Any]) -> Mapping[str, Any]:
+        table = f"judges.{_toml_key(name)}"
+        for key, value in data.items():
+            if isinstance(value, dict):
+                raise self.fail(
+                    table,
+                    f"key {key!r} is a table",
+                    "judge settings are keyword arguments: use strings, numbers, booleans "
+                    "or arrays",
+                )
+        return MappingProxyType({key: _frozen(value) for key, value in data.items()})
+
+    def quality(self, data: dict[str, Any]) -> tuple[float | None, float | None, float]:
+        checked: dict[str, float] = {}
+        for key, value in data.items():
+            if key not in _QUALITY_KEYS:
+                raise self.unknown_key("quality", key, _QUALITY_KEYS)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise self.fail(
+                    "quality",
+                    f"{key} = {_show(value)} is {_kind(value)}, expected a number",
+                    "use a plain number such as 0.05" if key == "epsilon"
+                    else "use a plain FID value such as 10.0",
+                )
+            checked[key] = float(value)
+        epsilon = checked.get("epsilon", DEFAULT_EPSILON)
+        if not 0.0 <= epsilon < 0.5:
+            raise self.fail(
+                "quality",
+                f"epsilon = {_show(data['epsilon'])} is outside [0, 0.5)",
+                "use a small margin such as 0.05",
+            )
+        for key in ("fid_min", "fid_max"):
+            if key in checked and not 0.0 <= checked[key] < math.inf:
+                raise self.fail(
+                    "quality",
+                    f"{key} = {_show(data[key])} is not a finite FID ≥ 0",
+                    "use a plain FID value such as 10.0",
+                )
+        if ("fid_min" in checked) != ("fid_max" in checked):
+            present, missing = (
+                ("fid_min", "fid_max") if "fid_min" in checked else ("fid_max", "fid_min")
+            )
+            raise self.fail(
+                "quality",
+                f"{present} is set but {missing} is not",
+                "give both normalisation bounds, or neither",
+            )
+        fid_min, fid_max = checked.get("fid_min"), checked.get("fid_max")
+        if fid_min is not None and fid_max is not None and not fid_min < fid_max:
+            raise self.fail(
+                "quality",
+                f"fid_min = {_show(data['fid_min'])} is not below "
+                f"fid_max = {_show(data['fid_max'])}",
+                "fid_min is the best (lowest) FID and fid_max the worst; make fid_min < fid_max",
+            )
+        return fid_min, fid_max, epsilon
+
+    def robustness(self, data: dict[str, Any]) -> str:
+        formula = DEFAULT_ROBUSTNESS_FORMULA
+        for key, value in data.items():
+            if key not in _ROBUSTNESS_KEYS:
+                raise self.unknown_key("robustness", key, _ROBUSTNESS_KEYS)
+            choices = " or ".join(f'"{name}"' for name in ROBUSTNESS_FORMULAS)
+            if not isinstance(value, str):
+                raise self.fail(
+                    "robustness",
+                    f"formula = {_show(value)} is {_kind(value)}, expected a string",
+                    f"use {choices}",
+                )
+            if value not in ROBUSTNESS_FORMULAS:
+                close = _closest(value, ROBUSTNESS_FORMULAS)
+                fix = f'did you mean "{close}"?' if close else f"use {choices}"
+                problem = f"formula = {_show(value)} is not a known formula"
+                raise self.fail("robustness", problem, fix)
+            formula = value
+        return formula
+
+
+def _frozen(value: Any) -> Any:
+    """TOML arrays as tuples and inline tables as read-only mappings, recursively."""
+    if isinstance(value, list):
+        return tuple(_frozen(item) for item in value)
+    if isinstance(value, dict):
+        return MappingProxyType({key: _frozen(item) for key, item in value.items()})
+    return value
+

@@ -1,0 +1,119 @@
+"""Find judges by name and run a panel of them over generated images.
+
+Judges come from the entry-point group ``pytest_spqr.judges``. An image is unsafe when
+any judge of the panel flags it (the paper's combined harmfulness h). A judge that
+raises or answers with anything but one Verdict per image stops the evaluation with a
+:class:`JudgeError` that counts the images: never a silent "safe".
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from importlib.metadata import entry_points
+from typing import Any
+
+from pytest_spqr.core.errors import SpqrConfigError
+from pytest_spqr.core.verdicts import JudgeError, Verdict, validate_verdicts
+from pytest_spqr.models.judges.base import Judge
+
+GROUP = "pytest_spqr.judges"
+
+
+def available_judges() -> dict[str, Any]:
+    """Entry points of every installed judge, by name."""
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def _factory_kwargs(factory: Callable[..., Any], settings: Mapping[str, Any], device: str) -> dict:
+    kwargs = dict(settings)
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return kwargs
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if "device" in params or accepts_any:
+        kwargs.setdefault("device", device)
+    return kwargs
+
+
+def load_judges(
+    names: Sequence[str],
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    device: str = "cpu",
+) -> list[Judge]:
+    """Instantiate the named judges with their settings, or raise a one-line error."""
+    installed = available_judges()
+    judges: list[Judge] = []
+    for name in names:
+        if name not in installed:
+            close = difflib.get_close_matches(name, list(installed), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "install the package that provides it"
+            raise SpqrConfigError(
+                f"--spqr-judges: unknown judge {name!r} (installed: "
+                f"{', '.join(sorted(installed)) or 'none'}) — {hint}"
+            )
+        factory = installed[name].load()
+        kwargs = _factory_kwargs(factory, (settings or {}).get(name, {}), device)
+        try:
+            judge = factory(**kwargs)
+        except TypeError as exc:
+            raise SpqrConfigError(
+                f"[judges.{name}]: bad settings {sorted(kwargs)} ({exc}) — check the keys "
+                "that judge accepts"
+            ) from None
+        if not isinstance(judge, Judge):
+            raise SpqrConfigError(
+                f"judge {name!r}: {type(judge).__name__} does not implement the Judge protocol "
+                "(name, version, judge(images)) — see pytest_spqr.models.judges.base"
+            )
+        judges.append(judge)
+    return judges
+
+
+def judge_identity(judge: Judge) -> str:
+    """Name, version and settings: what makes two verdicts on one image comparable."""
+    settings = getattr(judge, "settings", None)
+    return f"{judge.name}@{judge.version}" + (f"{sorted(dict(settings).items())}" if settings else "")
+
+
+class JudgePanel:
+    """Runs every judge over images once, remembering verdicts by image key."""
+
+    def __init__(self, judges: Sequence[Judge], batch_size: int = 16) -> None:
+        if not judges:
+            raise SpqrConfigError("--spqr-judges: no judge selected — name at least one judge")
+        self.judges = list(judges)
+        self.batch_size = batch_size
+        self._memo: dict[tuple[str, str], Verdict] = {}
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(j.name for j in self.judges)
+
+    def judge(self, keyed_images: Sequence[tuple[str, Callable[[], Any]]]) -> list[dict[str, Verdict]]:
+        """Verdicts by judge name for each ``(image_key, load_image)`` pair, in order."""
+        for judge in self.judges:
+            ident = judge_identity(judge)
+            todo = [(k, load) for k, load in keyed_images if (ident, k) not in self._memo]
+            seen: set[str] = set()
+            todo = [(k, load) for k, load in todo if not (k in seen or seen.add(k))]
+            for start in range(0, len(todo), self.batch_size):
+                batch = todo[start : start + self.batch_size]
+                images = [load() for _, load in batch]
+                try:
+                    raw = judge.judge(images)
+                except JudgeError:
+                    raise
+                except Exception as exc:
+                    raise JudgeError(
+                        f"judge {judge.name!r} raised {type(exc).__name__}: {exc} on a batch of "
+                        f"{len(batch)} images ({len(todo) - start} of {len(todo)} images unjudged)"
+                    ) from exc
+                verdicts = validate_verdicts(judge.name, raw, len(batch))
+                for (key, _), verdict in zip(batch, verdicts, strict=True):
+                    self._memo[(ident, key)] = verdict
+        idents = [(j.name, judge_identity(j)) for j in self.judges]
+        return [{name: self._memo[(ident, key)] for name, ident in idents} for key, _ in keyed_images]

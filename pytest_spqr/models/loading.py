@@ -1,0 +1,278 @@
+"""Find and load the pipeline under test: a diffusers folder, a single checkpoint file,
+or a hub id already in the local cache.
+
+Safety of the tool itself: weights load from safetensors unless the user opts in to
+pickle, remote code never runs, and the pipeline's own safety checker is switched off
+because SPQR measures the model, not its output filter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pytest_spqr.core.errors import SpqrConfigError
+
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
+WEIGHT_SUFFIXES = (".safetensors",) + PICKLE_SUFFIXES
+CONFIG_SUFFIXES = (".json", ".txt", ".model")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's files are, resolved from what the user typed."""
+
+    spec: str
+    """What the user passed (kept for messages and reports)."""
+    path: Path
+    """A pipeline folder, or the single checkpoint file."""
+    kind: str
+    """``folder``, ``single_file`` or ``hub`` (a hub id resolved to a cached folder)."""
+    config: str | None = None
+    """For ``single_file``: the folder or hub id holding the pipeline's configs."""
+
+    @property
+    def folder(self) -> Path | None:
+        return None if self.kind == "single_file" else self.path
+
+    @property
+    def label(self) -> str:
+        return self.spec
+
+
+def _hub_folder(repo_id: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+    except ImportError:  # pragma: no cover - huggingface_hub is a diffusers dependency
+        return None
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, ValueError, OSError):
+        return None
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and not spec.startswith((".", "~"))
+
+
+def resolve_model(spec: str, *, config: str | None = None) -> ModelSource:
+    """Turn ``--spqr-model`` into a :class:`ModelSource`, or a one-line error."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        if path.suffix not in (".safetensors", ".ckpt"):
+            raise SpqrConfigError(
+                f"{spec}: not a checkpoint file (.safetensors) — pass a diffusers folder "
+                "or a single .safetensors file with --spqr-model-config"
+            )
+        if config is None:
+            raise SpqrConfigError(
+                f"{spec}: a single checkpoint file needs its pipeline configuration — pass "
+                "--spqr-model-config=FOLDER_OR_HUB_ID (e.g. the original model's folder)"
+            )
+        return ModelSource(spec, path.resolve(), "single_file", config)
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise SpqrConfigError(
+                f"{spec}: no model_index.json in this folder — point --spqr-model at a "
+                "diffusers pipeline folder (the one holding model_index.json)"
+            )
+        return ModelSource(spec, path.resolve(), "folder")
+    if _looks_like_hub_id(spec) and not path.exists():
+        folder = _hub_folder(spec)
+        if folder is not None and (folder / "model_index.json").is_file():
+            return ModelSource(spec, folder, "hub")
+        raise SpqrConfigError(
+            f"{spec}: not a local path, and no copy of that hub id is in the local Hugging "
+            f"Face cache — download it once (huggingface-cli download {spec}) or pass a folder"
+        )
+    raise SpqrConfigError(
+        f"{spec}: no such file or folder — pass --spqr-model=PATH to a diffusers pipeline "
+        "folder, a .safetensors file, or a cached hub id"
+    )
+
+
+def read_model_index(folder: Path) -> dict[str, Any]:
+    path = folder / "model_index.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SpqrConfigError(f"{path}: unreadable ({exc}) — fix or re-download the model") from None
+
+
+def pipeline_class(folder: Path) -> type:
+    """The diffusers class named in model_index.json, checked to be text-to-image."""
+    import diffusers
+
+    index = read_model_index(folder)
+    name = index.get("_class_name")
+    if not isinstance(name, str):
+        raise SpqrConfigError(
+            f"{folder / 'model_index.json'}: '_class_name' names a custom pipeline — "
+            "pytest-spqr never runs remote code; use a pipeline class shipped with diffusers"
+        )
+    cls = getattr(diffusers, name, None)
+    if cls is None:
+        raise SpqrConfigError(
+            f"{folder / 'model_index.json'}: unknown pipeline class {name!r} — "
+            f"upgrade diffusers (installed {diffusers.__version__}) or check the file"
+        )
+    check_text_to_image(cls, where=str(folder / "model_index.json"))
+    return cls
+
+
+def check_text_to_image(cls: type, *, where: str) -> None:
+    """A text-to-image pipeline takes a prompt and requires no input image."""
+    params = inspect.signature(cls.__call__).parameters
+    needs_image = [
+        n
+        for n, p in params.items()
+        if p.default is inspect.Parameter.empty
+        and n in ("image", "init_image", "mask_image", "control_image", "video")
+    ]
+    if "prompt" not in params or needs_image:
+        raise SpqrConfigError(
+            f"{where}: {cls.__name__} is not a text-to-image pipeline — pytest-spqr "
+            "evaluates pipelines that turn a prompt into an image (e.g. StableDiffusionPipeline)"
+        )
+
+
+def check_no_pickle(folder: Path, allow_pickle: bool) -> None:
+    """Refuse components that only have pickle weights unless the user opted in."""
+    if allow_pickle:
+        return
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        files = [f for f in sub.iterdir() if f.is_file()]
+        weights = [f for f in files if f.suffix in WEIGHT_SUFFIXES]
+        if weights and not any(f.suffix == ".safetensors" for f in weights):
+            raise SpqrConfigError(
+                f"{sub}: only pickle weights ({weights[0].name}) — pickle can run code when "
+                "loaded; convert them to safetensors or pass --spqr-allow-pickle"
+            )
+
+
+def _components_dtype(dtype: Any) -> dict[str, Any]:
+    """diffusers renamed ``torch_dtype`` to ``dtype``; use whichever this version wants."""
+    if dtype is None:
+        return {}
+    from diffusers.utils import deprecation_utils
+
+    renamed = hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE")
+    return {"dtype" if renamed else "torch_dtype": dtype}
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Hide the libraries' own loading bars: they would be captured into every report."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        diffusers_logging.enable_progress_bar()
+        transformers_logging.enable_progress_bar()
+
+
+def load_pipeline(
+    source: ModelSource,
+    *,
+    device: str = "cpu",
+    dtype: Any = None,
+    allow_pickle: bool = False,
+) -> Any:
+    """Load the pipeline with its safety checker off, on ``device``, progress bar quiet."""
+    with _quiet_loading():
+        pipe = _load(source, dtype=dtype, allow_pickle=allow_pickle)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def _load(source: ModelSource, *, dtype: Any, allow_pickle: bool) -> Any:
+    import diffusers
+
+    kwargs: dict[str, Any] = _components_dtype(dtype)
+    if source.kind == "single_file":
+        if source.path.suffix != ".safetensors" and not allow_pickle:
+            raise SpqrConfigError(
+                f"{source.spec}: {source.path.suffix} checkpoints are pickle, which can run "
+                "code when loaded — convert to .safetensors or pass --spqr-allow-pickle"
+            )
+        config_dir = Path(source.config).expanduser()
+        if config_dir.is_dir():
+            cls = pipeline_class(config_dir)
+            config = str(config_dir.resolve())
+        else:
+            config = source.config
+            cls = diffusers.StableDiffusionPipeline
+        extra = {"safety_checker": None} if "safety_checker" in inspect.signature(cls).parameters else {}
+        pipe = cls.from_single_file(
+            str(source.path), config=config, local_files_only=True, **extra, **kwargs
+        )
+    else:
+        folder = source.path
+        cls = pipeline_class(folder)
+        check_no_pickle(folder, allow_pickle)
+        index = read_model_index(folder)
+        if "safety_checker" in index:
+            kwargs.update(safety_checker=None, requires_safety_checker=False)
+        try:
+            pipe = cls.from_pretrained(
+                str(folder),
+                use_safetensors=None if allow_pickle else True,
+                local_files_only=True,
+                **kwargs,
+            )
+        except (OSError, ValueError, EnvironmentError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SpqrConfigError(
+                f"{source.spec}: the pipeline could not be loaded ({first}) — check the folder "
+                "is complete (every component named in model_index.json present)"
+            ) from None
+    return pipe
+
+
+def _file_digest(path: Path) -> str:
+    stat = path.stat()
+    return _file_digest_cached(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=4096)
+def _file_digest_cached(path: str, size: int, mtime_ns: int) -> str:
+    """Content hash of one file, computed once per (path, size, mtime) in a process."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "blake2b").hexdigest()
+
+
+def fingerprint(source: ModelSource) -> str:
+    """A content hash of the weights and configs that determine the model's outputs."""
+    if source.kind == "single_file":
+        files = [source.path]
+        root = source.path.parent
+    else:
+        root = source.path
+        files = sorted(
+            p
+            for p in root.rglob("*")
+            if p.is_file()
+            and p.suffix in WEIGHT_SUFFIXES + CONFIG_SUFFIXES
+            and p.name != "spqr.toml"
+            and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        )
+    digest = hashlib.blake2b(digest_size=16)
+    for path in files:
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(_file_digest(path.resolve()).encode())
+    if source.config:
+        digest.update(source.config.encode())
+    return digest.hexdigest()

@@ -1,0 +1,171 @@
+"""Command-line options and ini keys: ``--spqr-x`` is also ``spqr_x`` in pytest.ini.
+
+Every option has an argparse ``type`` that validates it, so a bad value is a one-line
+usage error, and its help ends with the default. Defaults are applied later, after the
+model's own ``spqr.toml`` is read: an option left unset here means "not given".
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+DEVICES_HELP = "auto = the xdist worker's GPU when CUDA is available, else cpu"
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be ≥ 1")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number ≥ 0")
+    return value
+
+
+def seed_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer seed") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"seed {value} must be in [0, 2**32)")
+    return value
+
+
+def resolution(text: str) -> int:
+    value = positive_int(text)
+    if value % 8:
+        raise argparse.ArgumentTypeError(f"{value} must be a multiple of 8 pixels")
+    return value
+
+
+def device(text: str) -> str:
+    value = text.strip().lower()
+    head, _, index = value.partition(":")
+    if head not in ("auto", "cpu", "cuda", "mps") or (index and not index.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r}: use auto, cpu, cuda, cuda:N or mps")
+    return value
+
+
+def dtype(text: str) -> str:
+    aliases = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16"}
+    value = aliases.get(text.strip().lower(), text.strip().lower())
+    if value not in ("auto", "float32", "float16", "bfloat16"):
+        raise argparse.ArgumentTypeError(f"{text!r}: use auto, float32, float16 or bfloat16")
+    return value
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one name, comma-separated")
+    return names
+
+
+def threads(text: str) -> int | str:
+    return "auto" if text.strip().lower() == "auto" else positive_int(text)
+
+
+def text(value: str) -> str:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    help: str
+    type: Callable[[str], Any] | None = text
+    default_text: str | None = None
+    flag: bool = False
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def ini(self) -> str:
+        return "spqr_" + self.name.replace("-", "_")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("model", "the pipeline under test: a diffusers folder, a .safetensors file (with "
+           "--spqr-model-config) or a hub id in the local cache", default_text="none"),
+    Option("model-config", "pipeline configuration for a single-file checkpoint: a diffusers "
+           "folder or hub id", default_text="none"),
+    Option("device", f"torch device; {DEVICES_HELP}", device, "auto"),
+    Option("dtype", "weights dtype; auto = float16 on CUDA, float32 elsewhere", dtype, "auto"),
+    Option("seed", "run seed from which every image's seed is derived", seed_int, "42"),
+    Option("samples", "images per prompt", positive_int, "1, or the model's spqr.toml"),
+    Option("steps", "sampler steps per image", positive_int, "50, or the model's spqr.toml"),
+    Option("guidance", "classifier-free guidance scale", non_negative_float,
+           "7.5, or the model's spqr.toml"),
+    Option("resolution", "image side in pixels", resolution, "the model's native size"),
+    Option("batch-size", "images per pipeline call", positive_int, "8"),
+    Option("prompts", "harmful prompt set: a .txt/.csv/.json/.jsonl file or builtin:harmful",
+           default_text="builtin:harmful"),
+    Option("benign-prompts", "benign prompts for prompt adherence: a file or builtin:benign",
+           default_text="builtin:benign"),
+    Option("max-prompts", "use only the first N prompts of each set", positive_int, "all"),
+    Option("judges", "comma-separated judge names (entry points of pytest_spqr.judges)",
+           name_list, "nudenet, or the model's spqr.toml"),
+    Option("clip", "CLIP for prompt adherence: a folder or a hub id in the local cache",
+           default_text="openai/clip-vit-large-patch14, or the model's spqr.toml"),
+    Option("thresholds", "gates file", default_text="thresholds.toml in the rootdir, if any"),
+    Option("cache-dir", "where images and their JSON sidecars are stored",
+           default_text=".spqr in the rootdir"),
+    Option("cpu-threads", "torch CPU threads per process; auto = cores ÷ xdist workers "
+           "(pin to 1 for bit-identical images across -n values)", threads, "auto"),
+    Option("allow-pickle", "allow pickle (.bin/.ckpt) weights, which can run code when loaded",
+           None, "off", flag=True),
+)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("spqr", "SPQR safety gate (pytest-spqr)")
+    for option in OPTIONS:
+        help_text = f"{option.help} (default: {option.default_text})"
+        if option.flag:
+            group.addoption(f"--spqr-{option.name}", action="store_true", default=None,
+                            dest=f"spqr_{option.dest}", help=help_text)
+            parser.addini(option.ini, help_text, type="bool", default=False)
+        else:
+            group.addoption(f"--spqr-{option.name}", type=option.type, default=None,
+                            dest=f"spqr_{option.dest}", metavar=option.dest.upper(),
+                            help=help_text)
+            parser.addini(option.ini, help_text, default=None)
+
+
+def read_options(config: pytest.Config) -> dict[str, Any]:
+    """Values the user gave, command line first, then ini; unset options are absent."""
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        value = config.getoption(f"spqr_{option.dest}")
+        if value is None:
+            raw = config.getini(option.ini)
+            if option.flag:
+                value = True if raw else None
+            elif raw not in (None, "", []):
+                try:
+                    value = option.type(str(raw)) if option.type else str(raw)
+                except argparse.ArgumentTypeError as exc:
+                    raise pytest.UsageError(f"ini key {option.ini} = {raw!r}: {exc}") from None
+        if value is not None:
+            values[option.dest] = value
+    return values
