@@ -121,9 +121,9 @@ def resolve_settings(given: dict[str, Any], rootdir: Path) -> SpqrSettings:
         judge_settings[name] = merged
 
     max_prompts = given.get("max_prompts")
-    base = model.folder if model is not None and model.folder is not None else None
-    harmful = load_prompt_set(str(pick("prompts")), base_dir=base)
-    benign = load_prompt_set(str(pick("benign_prompts")), base_dir=base)
+    # Paths from spqr.toml are already absolute; option paths are relative to the cwd.
+    harmful = load_prompt_set(str(pick("prompts")))
+    benign = load_prompt_set(str(pick("benign_prompts")))
     if max_prompts is not None:
         harmful, benign = harmful.head(max_prompts), benign.head(max_prompts)
 

@@ -91,8 +91,9 @@ def resolve_model(spec: str, *, config: str | None = None) -> ModelSource:
         if folder is not None and (folder / "model_index.json").is_file():
             return ModelSource(spec, folder, "hub")
         raise SpqrConfigError(
-            f"{spec}: not a local path, and no copy of that hub id is in the local Hugging "
-            f"Face cache — download it once (huggingface-cli download {spec}) or pass a folder"
+            f"{spec}: no such file or folder, and no copy of a hub model of that id in the "
+            f"local Hugging Face cache — pass --spqr-model=PATH to a diffusers folder, or "
+            f"download it once (huggingface-cli download {spec})"
         )
     raise SpqrConfigError(
         f"{spec}: no such file or folder — pass --spqr-model=PATH to a diffusers pipeline "
