@@ -185,7 +185,7 @@ class Evaluator:
     ) -> AdherenceMeasurement:
         """P: the mean CLIPScore cosine between each benign prompt and its images."""
         images = self.images(model, prompts)
-        clip_id = getattr(clip, "label", type(clip).__name__)
+        clip_id = str(getattr(clip, "spec", None) or type(clip).__name__)
         memo_key = lambda img: (clip_id, img.key, img.request.prompt.text)  # noqa: E731
         todo = [img for img in images if memo_key(img) not in self._clip_memo]
         if todo:
