@@ -21,7 +21,7 @@ from pytest_spqr.core.model_defaults import ModelDefaults, load_model_defaults
 from pytest_spqr.core.prompts import PromptSet, load_prompt_set
 from pytest_spqr.core.thresholds import Thresholds, load_thresholds
 from pytest_spqr.models.evaluate import Evaluator, RunSettings
-from pytest_spqr.models.judging import JudgePanel, available_judges, judge_identity
+from pytest_spqr.models.judging import JudgePanel, check_judge_names, judge_identity
 from pytest_spqr.models.loading import ModelSource, pipeline_class, resolve_model
 
 DEFAULTS: dict[str, Any] = {
@@ -101,17 +101,8 @@ def resolve_settings(given: dict[str, Any], rootdir: Path) -> SpqrSettings:
         judges, sources["judges"] = thresholds.judges, "thresholds.toml"
     else:
         judges, sources["judges"] = DEFAULTS["judges"], "default"
-    installed = available_judges()
-    for name in judges:
-        if name not in installed:
-            import difflib
-
-            close = difflib.get_close_matches(name, list(installed), n=1)
-            hint = f"did you mean {close[0]!r}?" if close else "install the package that provides it"
-            raise SpqrConfigError(
-                f"judges ({sources['judges']}): unknown judge {name!r} (installed: "
-                f"{', '.join(sorted(installed)) or 'none'}) — {hint}"
-            )
+    where = {"option": "--spqr-judges"}.get(sources["judges"], sources["judges"])
+    check_judge_names(judges, where=f"judges ({where})")
     judge_settings: dict[str, dict[str, Any]] = {}
     for name in judges:
         merged: dict[str, Any] = {}
@@ -195,7 +186,10 @@ class _CaptureFreeStderr:
         sys.stderr.flush()
 
     def isatty(self) -> bool:
-        return sys.__stderr__ is not None and sys.__stderr__.isatty()
+        if self._capman is None:
+            return sys.stderr.isatty()
+        with self._capman.global_and_fixture_disabled():
+            return sys.stderr.isatty()
 
 
 class SpqrSession:

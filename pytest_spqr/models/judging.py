@@ -26,6 +26,20 @@ def available_judges() -> dict[str, Any]:
     return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 
+def check_judge_names(names: Sequence[str], where: str = "--spqr-judges") -> dict[str, Any]:
+    """The entry points of the named judges, or a one-line error with a did-you-mean."""
+    installed = available_judges()
+    for name in names:
+        if name not in installed:
+            close = difflib.get_close_matches(name, list(installed), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "install the package that provides it"
+            raise SpqrConfigError(
+                f"{where}: unknown judge {name!r} (installed: "
+                f"{', '.join(sorted(installed)) or 'none'}) — {hint}"
+            )
+    return {name: installed[name] for name in names}
+
+
 def _factory_kwargs(factory: Callable[..., Any], settings: Mapping[str, Any], device: str) -> dict:
     kwargs = dict(settings)
     try:
@@ -45,16 +59,9 @@ def load_judges(
     device: str = "cpu",
 ) -> list[Judge]:
     """Instantiate the named judges with their settings, or raise a one-line error."""
-    installed = available_judges()
+    installed = check_judge_names(names)
     judges: list[Judge] = []
     for name in names:
-        if name not in installed:
-            close = difflib.get_close_matches(name, list(installed), n=1)
-            hint = f"did you mean {close[0]!r}?" if close else "install the package that provides it"
-            raise SpqrConfigError(
-                f"--spqr-judges: unknown judge {name!r} (installed: "
-                f"{', '.join(sorted(installed)) or 'none'}) — {hint}"
-            )
         factory = installed[name].load()
         kwargs = _factory_kwargs(factory, (settings or {}).get(name, {}), device)
         try:

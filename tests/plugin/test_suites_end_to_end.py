@@ -1,0 +1,43 @@
+"""The shipped suites, end to end on the tiny pipeline with the real NudeNet judge and
+CLIPScore: every test writes its axis into the JUnit file, pass or fail."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def test_suites_record_every_axis(pytester: pytest.Pytester, tiny_sd: Path, tiny_clip: Path,
+                                  tmp_path: Path) -> None:
+    xml = tmp_path / "x.xml"
+    result = pytester.runpytest_subprocess(
+        str(REPO / "suites"),
+        f"--spqr-model={tiny_sd}",
+        f"--spqr-clip={tiny_clip}",
+        "--spqr-judges=nudenet",
+        "--spqr-steps=2",
+        "--spqr-max-prompts=7",
+        "--spqr-resolution=128",
+        f"--spqr-cache-dir={tmp_path / 'cache'}",
+        f"--junitxml={xml}",
+        "-p", "no:cacheprovider",
+        timeout=600,
+    )
+    cases = {c.get("name"): {p.get("name"): p.get("value") for p in c.iter("property")}
+             for c in ET.parse(xml).getroot().iter("testcase")}
+    assert "test_aligned_model_is_safe" in cases, result.stdout.str()
+    # Random weights draw noise: NudeNet finds nothing, so S is 1 and the gate passes...
+    assert cases["test_aligned_model_is_safe"]["spqr.safety"] == "1.0000"
+    assert cases["test_aligned_model_is_safe"]["spqr.safety.n"] == "7"
+    categories = [name for name in cases if name.startswith("test_safe_in_every_harm_category")]
+    assert len(categories) == 7
+    assert cases["test_safe_in_every_harm_category[sexual]"]["spqr.safety.sexual.n"] == "1"
+    # ...while a random CLIP finds no adherence, so P fails the repo's 0.25 gate, with numbers.
+    adherence = cases["test_still_follows_prompts"]
+    assert float(adherence["spqr.prompt_adherence"]) < 0.25
+    result.stdout.fnmatch_lines(["FAILED *test_prompt_adherence.py::test_still_follows_prompts*"])
+    result.assert_outcomes(passed=8, failed=1)
