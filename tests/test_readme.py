@@ -19,6 +19,6 @@ def test_quick_start_commands_match_ci_and_the_bundled_model() -> None:
     repo = Path(__file__).resolve().parent.parent
     ci = (repo / ".ci" / "run").read_text(encoding="utf-8")
     assert "python3 -m pytest -n 2" in ci and "\npytest -n 2\n" in README
-    model = re.search(r"pytest suites/ --spqr-model=(\S+)", README).group(1)
+    model = re.search(r"&& pytest suites/ --spqr-model=(\S+)", README).group(1)
     assert (repo / model / "model_index.json").is_file()
     assert (repo / model / "spqr.toml").is_file()
