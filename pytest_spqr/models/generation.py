@@ -3,25 +3,24 @@
 Every image has one seed derived from the run seed and the prompt's identity, and is
 generated with its own CPU generator, so an image does not depend on the order of the
 prompts, the batch it falls in, or the worker that made it. Images are stored as PNG
-with a JSON sidecar under the cache directory, written atomically; a later request for
-the same (model, prompt, seed, sampler settings) reuses the stored file after checking
-its checksum.
+with a JSON sidecar in the run's :class:`~pytest_spqr.models.store.Store`; a later
+request for the same (model, prompt, seed, sampler settings) reuses the stored file after
+checking its checksum. Under pytest-xdist, workers that need the same images split them:
+each claims the images no other worker is making and waits for the rest.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
+import io
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pytest_spqr.core.prompts import Prompt
 from pytest_spqr.core.seeds import seed_for
+from pytest_spqr.models.store import Store, digest
 
 IMAGE_FORMAT_VERSION = 1
 
@@ -73,18 +72,6 @@ def _no_progress(total: int, desc: str) -> AbstractContextManager[Callable[[int]
     return nullcontext(lambda n: None)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class ImageGenerator:
     """Generates and stores images of one pipeline under fixed sampler settings."""
 
@@ -103,7 +90,9 @@ class ImageGenerator:
         self.model_fingerprint = model_fingerprint
         self.model_label = model_label
         self.settings = settings
-        self.image_dir = Path(cache_dir) / "images" / model_fingerprint[:16]
+        self.store = Store(Path(cache_dir))
+        self.namespace = f"images/{model_fingerprint[:16]}"
+        self.image_dir = self.store.root / self.namespace
         self.batch_size = batch_size
         self.progress = progress
         self._memo: dict[str, GeneratedImage] = {}
@@ -112,31 +101,20 @@ class ImageGenerator:
 
     def key(self, request: ImageRequest) -> str:
         guidance = request.guidance_override
-        payload = {
-            "format": IMAGE_FORMAT_VERSION,
-            "model": self.model_fingerprint,
-            "prompt": request.prompt.text,
-            "seed": request.seed,
-            "settings": asdict(self.settings)
-            | ({"guidance": guidance} if guidance is not None else {}),
-        }
-        blob = json.dumps(payload, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()
-
-    def _paths(self, key: str) -> tuple[Path, Path]:
-        base = self.image_dir / key[:2] / key
-        return base.with_suffix(".png"), base.with_suffix(".json")
+        return digest(
+            {
+                "format": IMAGE_FORMAT_VERSION,
+                "model": self.model_fingerprint,
+                "prompt": request.prompt.text,
+                "seed": request.seed,
+                "settings": asdict(self.settings)
+                | ({"guidance": guidance} if guidance is not None else {}),
+            }
+        )
 
     def _stored(self, request: ImageRequest, key: str) -> GeneratedImage | None:
-        png, sidecar = self._paths(key)
-        try:
-            meta = json.loads(sidecar.read_text(encoding="utf-8"))
-            data = png.read_bytes()
-        except (OSError, ValueError):
-            return None
-        if meta.get("key") != key or meta.get("sha256") != hashlib.sha256(data).hexdigest():
-            return None  # torn or corrupt entry: regenerate and overwrite
-        return GeneratedImage(request, key, png)
+        path = self.store.get_blob(self.namespace, key, "png")
+        return None if path is None else GeneratedImage(request, key, path)
 
     def generate(self, requests: Sequence[ImageRequest]) -> list[GeneratedImage]:
         """Images for the requests, in order, generating only those never made before."""
@@ -151,8 +129,49 @@ class ImageGenerator:
             else:
                 missing[key] = request
         if missing:
-            self._run(list(missing.items()))
+            desc = f"spqr: generating {len(missing)} images ({self.model_label})"
+            with self.progress(len(missing), desc) as advance:
+                others = self._generate_unclaimed(list(missing.items()), advance)
+                self._await_others(others, advance)
         return [self._memo[key] for _, key in keyed]
+
+    def _generate_unclaimed(
+        self, todo: list[tuple[str, ImageRequest]], advance: Callable[[int], None]
+    ) -> list[tuple[str, ImageRequest]]:
+        """Make every image no other process is making, a batch at a time; return the rest."""
+        others: list[tuple[str, ImageRequest]] = []
+        todo = sorted(todo, key=lambda item: item[1].guidance_override or -1.0)
+        while todo:
+            with ExitStack() as locks:
+                batch: list[tuple[str, ImageRequest]] = []
+                while todo and len(batch) < self.batch_size:
+                    key, request = todo.pop(0)
+                    if not locks.enter_context(self.store.claim(self.namespace, key, wait=False)):
+                        others.append((key, request))
+                        continue
+                    stored = self._stored(request, key)  # finished by another worker meanwhile
+                    if stored is not None:
+                        self._memo[key] = stored
+                        advance(1)
+                    else:
+                        batch.append((key, request))
+                if batch:
+                    self._run(batch)
+                    advance(len(batch))
+        return others
+
+    def _await_others(
+        self, others: list[tuple[str, ImageRequest]], advance: Callable[[int], None]
+    ) -> None:
+        """Wait for images other workers claimed; make any whose producer died."""
+        for key, request in others:
+            with self.store.claim(self.namespace, key, wait=True):
+                stored = self._stored(request, key)
+                if stored is None:
+                    self._run([(key, request)])
+                else:
+                    self._memo[key] = stored
+            advance(1)
 
     def _run(self, todo: list[tuple[str, ImageRequest]]) -> None:
         import torch
@@ -164,39 +183,28 @@ class ImageGenerator:
             groups.setdefault(self.settings.guidance if guidance is None else guidance, []).append(
                 (key, request)
             )
-        desc = f"spqr: generating {len(todo)} images ({self.model_label})"
-        with self.progress(len(todo), desc) as advance:
-            for guidance, items in groups.items():
-                for start in range(0, len(items), self.batch_size):
-                    batch = items[start : start + self.batch_size]
-                    generators = [
-                        torch.Generator("cpu").manual_seed(request.seed) for _, request in batch
-                    ]
-                    with torch.inference_mode():
-                        output = self.pipe(
-                            prompt=[request.prompt.text for _, request in batch],
-                            num_inference_steps=self.settings.steps,
-                            guidance_scale=guidance,
-                            height=self.settings.height,
-                            width=self.settings.width,
-                            generator=generators,
-                            output_type="pil",
-                        )
-                    for (key, request), image in zip(batch, output.images, strict=True):
-                        self._store(request, key, image, guidance)
-                    self.generated += len(batch)
-                    advance(len(batch))
+        for guidance, items in groups.items():
+            for start in range(0, len(items), self.batch_size):
+                batch = items[start : start + self.batch_size]
+                generators = [torch.Generator("cpu").manual_seed(r.seed) for _, r in batch]
+                with torch.inference_mode():
+                    output = self.pipe(
+                        prompt=[request.prompt.text for _, request in batch],
+                        num_inference_steps=self.settings.steps,
+                        guidance_scale=guidance,
+                        height=self.settings.height,
+                        width=self.settings.width,
+                        generator=generators,
+                        output_type="pil",
+                    )
+                for (key, request), image in zip(batch, output.images, strict=True):
+                    self._store(request, key, image, guidance)
+                self.generated += len(batch)
 
     def _store(self, request: ImageRequest, key: str, image: Any, guidance: float) -> None:
-        import io
-
-        png, sidecar = self._paths(key)
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
-        data = buffer.getvalue()
         meta = {
-            "key": key,
-            "sha256": hashlib.sha256(data).hexdigest(),
             "prompt": request.prompt.text,
             "categories": list(request.prompt.categories),
             "seed": request.seed,
@@ -205,6 +213,5 @@ class ImageGenerator:
             "model_fingerprint": self.model_fingerprint,
             "settings": asdict(self.settings) | {"guidance": guidance},
         }
-        _atomic_write(png, data)
-        _atomic_write(sidecar, json.dumps(meta, indent=1, sort_keys=True).encode())
-        self._memo[key] = GeneratedImage(request, key, png)
+        path = self.store.put_blob(self.namespace, key, "png", buffer.getvalue(), meta)
+        self._memo[key] = GeneratedImage(request, key, path)

@@ -17,6 +17,7 @@ from typing import Any
 from pytest_spqr.core.errors import SpqrConfigError
 from pytest_spqr.core.verdicts import JudgeError, Verdict, validate_verdicts
 from pytest_spqr.models.judges.base import Judge
+from pytest_spqr.models.store import Store, digest
 
 GROUP = "pytest_spqr.judges"
 
@@ -86,15 +87,51 @@ def judge_identity(judge: Judge) -> str:
     return f"{judge.name}@{judge.version}" + (f"{sorted(dict(settings).items())}" if settings else "")
 
 
-class JudgePanel:
-    """Runs every judge over images once, remembering verdicts by image key."""
+def _verdict_payload(verdict: Verdict) -> dict[str, Any]:
+    return {"unsafe": verdict.unsafe, "category": verdict.category, "score": verdict.score,
+            "labels": list(verdict.labels)}
 
-    def __init__(self, judges: Sequence[Judge], batch_size: int = 16) -> None:
+
+def _verdict_from(payload: Any) -> Verdict | None:
+    try:
+        return Verdict(bool(payload["unsafe"]), payload["category"], float(payload["score"]),
+                       tuple(payload["labels"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class JudgePanel:
+    """Runs every judge over images once, remembering verdicts by image key.
+
+    With a ``store``, verdicts persist across runs, keyed by the image's key and the
+    judge's name, version and settings (see :func:`judge_identity`).
+    """
+
+    def __init__(self, judges: Sequence[Judge], batch_size: int = 16,
+                 store: Store | None = None) -> None:
         if not judges:
             raise SpqrConfigError("--spqr-judges: no judge selected — name at least one judge")
         self.judges = list(judges)
         self.batch_size = batch_size
+        self.store = store
+        self.judged = 0
+        """Images this panel's judges actually looked at (not reused)."""
         self._memo: dict[tuple[str, str], Verdict] = {}
+
+    def _recall(self, ident: str, key: str) -> bool:
+        if (ident, key) in self._memo:
+            return True
+        if self.store is not None:
+            verdict = _verdict_from(self.store.get_json(f"verdicts/{digest(ident)[:16]}", key))
+            if verdict is not None:
+                self._memo[(ident, key)] = verdict
+                return True
+        return False
+
+    def _remember(self, ident: str, key: str, verdict: Verdict) -> None:
+        self._memo[(ident, key)] = verdict
+        if self.store is not None:
+            self.store.put_json(f"verdicts/{digest(ident)[:16]}", key, _verdict_payload(verdict))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -104,7 +141,7 @@ class JudgePanel:
         """Verdicts by judge name for each ``(image_key, load_image)`` pair, in order."""
         for judge in self.judges:
             ident = judge_identity(judge)
-            todo = [(k, load) for k, load in keyed_images if (ident, k) not in self._memo]
+            todo = [(k, load) for k, load in keyed_images if not self._recall(ident, k)]
             seen: set[str] = set()
             todo = [(k, load) for k, load in todo if not (k in seen or seen.add(k))]
             for start in range(0, len(todo), self.batch_size):
@@ -120,7 +157,8 @@ class JudgePanel:
                         f"{len(batch)} images ({len(todo) - start} of {len(todo)} images unjudged)"
                     ) from exc
                 verdicts = validate_verdicts(judge.name, raw, len(batch))
+                self.judged += len(batch)
                 for (key, _), verdict in zip(batch, verdicts, strict=True):
-                    self._memo[(ident, key)] = verdict
+                    self._remember(ident, key, verdict)
         idents = [(j.name, judge_identity(j)) for j in self.judges]
         return [{name: self._memo[(ident, key)] for name, ident in idents} for key, _ in keyed_images]
