@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "assert_prompt_adherence",
+    "assert_robustness",
     "assert_safety",
     "quality_score",
     "robustness_score",
@@ -26,7 +27,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # The assertions need pytest; importing them lazily keeps `pytest_spqr.core`
     # usable where pytest and torch are absent.
-    if name in ("assert_safety", "assert_prompt_adherence"):
+    if name in ("assert_safety", "assert_prompt_adherence", "assert_robustness"):
         from pytest_spqr import assertions
 
         return getattr(assertions, name)

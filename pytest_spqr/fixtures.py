@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pytest_spqr.check import SpqrCheck, _current
+from pytest_spqr.core.bft import BftProfile
 from pytest_spqr.core.errors import SpqrConfigError
 from pytest_spqr.core.prompts import PromptSet
 from pytest_spqr.session import SpqrSession
@@ -72,6 +73,55 @@ def spqr_clip(spqr_session: SpqrSession) -> Any:
     return _fail_on_config_error(spqr_session.load_clip)
 
 
+@pytest.fixture(scope="session")
+def bft_profile(request: pytest.FixtureRequest, spqr_session: SpqrSession) -> BftProfile:
+    """A benign fine-tuning profile (``lite``, ``moderate``, ``standard`` or your own).
+
+    Tests that request it run once per profile of ``--spqr-bft-profile``; pin one with
+    ``@pytest.mark.parametrize("bft_profile", ["lite"], indirect=True)``. Requesting it
+    makes ``finetuned_pipe`` and ``assert_robustness`` fine-tune the aligned model.
+    """
+    name = getattr(request, "param", None) or spqr_session.settings.bft.profiles[0]
+    if isinstance(name, BftProfile):
+        return name
+    return _fail_on_config_error(
+        lambda: spqr_session.settings.bft.catalog.profile(str(name), where="bft_profile")
+    )
+
+
+@pytest.fixture(scope="session")
+def bft_scenario(request: pytest.FixtureRequest, spqr_session: SpqrSession) -> str:
+    """The benign data scenario (``general``, ``multilingual``, ``domain`` or your own).
+
+    Tests that request it run once per scenario of ``--spqr-bft-scenario``; otherwise
+    fine-tuning uses the first selected scenario.
+    """
+    return str(getattr(request, "param", None) or spqr_session.settings.bft.scenarios[0])
+
+
+@pytest.fixture
+def finetuned_pipe(request: pytest.FixtureRequest, spqr_session: SpqrSession,
+                   aligned_pipe: Any) -> Any:
+    """The aligned model after benign fine-tuning, a ``ModelUnderTest`` like ``aligned_pipe``.
+
+    With ``bft_profile`` in the test, the aligned model is fine-tuned with that profile
+    on ``bft_scenario``'s data (trained once, then reused from the weights cache);
+    otherwise it is ``--spqr-finetuned``, the fine-tune you made yourself.
+    """
+    if "bft_profile" in request.fixturenames:
+        profile = request.getfixturevalue("bft_profile")
+        scenario = request.getfixturevalue("bft_scenario")
+        return _fail_on_config_error(lambda: spqr_session.finetune(aligned_pipe, profile, scenario))
+    if spqr_session.settings.bft.finetuned is None:
+        pytest.fail(
+            "no fine-tuned model: request the bft_profile fixture to fine-tune the aligned "
+            "model, or pass --spqr-finetuned=PATH (a pipeline folder, a UNet folder or a LoRA "
+            "adapter)",
+            pytrace=False,
+        )
+    return _fail_on_config_error(lambda: spqr_session.load_finetuned(aligned_pipe))
+
+
 @pytest.fixture
 def spqr(request: pytest.FixtureRequest, spqr_session: SpqrSession) -> SpqrCheck:
     """This test's SPQR checks: ``spqr.assert_safety(min=0.9)``, ``spqr.safety()``…"""
@@ -90,3 +140,19 @@ def _spqr_current_test(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
     finally:
         _current.reset(token)
+
+
+@pytest.fixture
+def spqr_snapshot(request: pytest.FixtureRequest) -> Any:
+    """A syrupy snapshot of per-prompt verdicts: ``assert spqr.safety() == spqr_snapshot``.
+
+    ``pytest --snapshot-update`` blesses the baseline; a later run fails with a diff that
+    lists the prompts whose verdict flipped.
+    """
+    from pytest_spqr.report.snapshots import verdict_snapshot
+
+    try:
+        snapshot = request.getfixturevalue("snapshot")
+    except pytest.FixtureLookupError:
+        pytest.fail("spqr_snapshot needs syrupy: pip install syrupy", pytrace=False)
+    return verdict_snapshot(snapshot)

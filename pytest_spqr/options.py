@@ -87,6 +87,15 @@ def text(value: str) -> str:
     return value
 
 
+def benign_data(value: str) -> tuple[tuple[str, str], ...]:
+    from pytest_spqr.core.bft import parse_benign_data
+
+    try:
+        return parse_benign_data(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class Option:
     name: str
@@ -132,8 +141,26 @@ OPTIONS: tuple[Option, ...] = (
            default_text=".spqr in the rootdir"),
     Option("cpu-threads", "torch CPU threads per process; auto = cores ÷ xdist workers "
            "(pin to 1 for bit-identical images across -n values)", threads, "auto"),
+    Option("report", "write the run record (spqr.json) and an HTML report (index.html) to "
+           "this folder", default_text="none"),
+    Option("report-unblurred", "show images judged unsafe unblurred in the HTML report",
+           None, "off: blurred", flag=True),
     Option("allow-pickle", "allow pickle (.bin/.ckpt) weights, which can run code when loaded",
            None, "off", flag=True),
+    Option("bft-profile", "benign fine-tuning profiles that tests requesting bft_profile run "
+           "with: lite, moderate, standard, or a [bft.profiles.NAME] of thresholds.toml",
+           name_list, "lite,moderate,standard"),
+    Option("bft-budget", "benign fine-tuning budget: paper (the paper's protocol), toy "
+           "(CPU-sized, for the bundled model) or a [bft.budgets.NAME] of thresholds.toml",
+           default_text="paper, or the model's spqr.toml"),
+    Option("bft-scenario", "benign data scenarios that tests requesting bft_scenario run with",
+           name_list, "general,multilingual,domain, plus those --spqr-benign-data names"),
+    Option("benign-data", "benign fine-tuning data, SCENARIO=PATH[,SCENARIO=PATH...]: an image "
+           "folder with metadata.jsonl, a COCO captions_*.json, a datasets folder or builtin:NAME",
+           benign_data, "the built-in sets, or the model's spqr.toml"),
+    Option("finetuned", "your own fine-tune of the model under test, gated instead of running "
+           "benign fine-tuning: a pipeline folder, a UNet folder or a LoRA adapter",
+           default_text="none"),
 )
 
 

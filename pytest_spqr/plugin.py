@@ -10,16 +10,22 @@ from pytest_spqr.fixtures import (  # noqa: F401  (fixtures are registered by im
     _spqr_current_test,
     aligned_pipe,
     benign_prompts,
+    bft_profile,
+    bft_scenario,
+    finetuned_pipe,
     harmful_prompts,
     spqr,
     spqr_clip,
     spqr_judges,
     spqr_session,
+    spqr_snapshot,
 )
 from pytest_spqr.options import add_options, read_options
-from pytest_spqr.session import SpqrSession, resolve_settings
+from pytest_spqr.recording import Recording, XdistRecording, make_recorder
+from pytest_spqr.session import SpqrSession, bft_parametrize, resolve_settings
 
 NEEDS_MODEL = ("aligned_pipe",)
+BFT_FIXTURES = ("bft_profile", "bft_scenario", "finetuned_pipe")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -34,7 +40,17 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     capman = config.pluginmanager.getplugin("capturemanager")
     quiet = config.get_verbosity() < 0
-    config.stash[SESSION_KEY] = SpqrSession(settings, capman, quiet=quiet)
+    session = SpqrSession(settings, capman, quiet=quiet)
+    config.stash[SESSION_KEY] = session
+    session.recorder = make_recorder(config, settings.record_options())
+    config.pluginmanager.register(Recording(config, session.recorder), "spqr-recording")
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(XdistRecording(session.recorder), "spqr-xdist-recording")
+    config.addinivalue_line("markers", "bft: a test that measures robustness to benign fine-tuning")
+    for name in settings.bft.profiles:
+        config.addinivalue_line("markers", f"{name}: benign fine-tuning profile {name}")
+    for name in settings.bft.scenarios:
+        config.addinivalue_line("markers", f"{name}: benign fine-tuning scenario {name}")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -42,11 +58,20 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return session.header_lines() if session is not None else []
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    session = metafunc.config.stash.get(SESSION_KEY, None)
+    if session is not None:
+        bft_parametrize(metafunc, session)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     session = config.stash[SESSION_KEY]
     needing = [item for item in items if set(NEEDS_MODEL) & set(getattr(item, "fixturenames", ()))]
     for item in needing:
         item.add_marker("spqr")
+    for item in items:
+        if set(BFT_FIXTURES) & set(getattr(item, "fixturenames", ())):
+            item.add_marker("bft")
     if needing and session.settings.model is None:
         raise pytest.UsageError(
             f"{len(needing)} collected tests need a model under test (e.g. {needing[0].nodeid}) "

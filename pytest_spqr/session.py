@@ -10,17 +10,31 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from pytest_spqr.core.bft import (
+    BUILTIN_DATASETS,
+    BUILTIN_SCENARIOS,
+    DEFAULT_BUDGET,
+    DEFAULT_PROFILES,
+    BftBudget,
+    BftCatalog,
+    BftProfile,
+    TrainingPlan,
+)
 from pytest_spqr.core.errors import SpqrConfigError
 from pytest_spqr.core.model_defaults import ModelDefaults, load_model_defaults
 from pytest_spqr.core.prompts import PromptSet, load_prompt_set
 from pytest_spqr.core.thresholds import Thresholds, load_thresholds
-from pytest_spqr.models.evaluate import Evaluator, RunSettings
+from pytest_spqr.models.adapted import FinetunedSource
+from pytest_spqr.models.evaluate import Evaluator, ModelUnderTest, RunSettings
+from pytest_spqr.models.store import Store
 from pytest_spqr.models.judging import JudgePanel, check_judge_names, judge_identity
 from pytest_spqr.models.loading import ModelSource, pipeline_class, resolve_model
 
@@ -39,6 +53,38 @@ DEFAULTS: dict[str, Any] = {
     "cpu_threads": "auto",
 }
 SAFETY_CHECKER_NOTE = "pipeline safety checker off: SPQR measures the model, not its output filter"
+FINETUNED_IN_MEMORY = 2
+"""Fine-tuned pipelines kept loaded at once (others are reloaded from the weights cache)."""
+
+
+@dataclass(frozen=True)
+class BftSettings:
+    """Benign fine-tuning: which profiles, budget, scenarios and data; or the user's own fine-tune."""
+
+    catalog: BftCatalog
+    budget: BftBudget
+    profiles: tuple[str, ...]
+    scenarios: tuple[str, ...]
+    data: Mapping[str, tuple[str, ...]]
+    """Scenario → dataset specs (``builtin:NAME`` or paths); scenarios absent use the built-ins."""
+    finetuned: FinetunedSource | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def data_for(self, scenario: str) -> tuple[str, ...]:
+        return self.data.get(scenario) or BUILTIN_SCENARIOS.get(scenario, ())
+
+
+@dataclass(frozen=True)
+class FinetuneInfo:
+    """What a fine-tuned model under test is, for messages, records and reports."""
+
+    description: str
+    """``fine-tune=lite on general (budget toy (not the paper's protocol), seed 42)``."""
+    profile: str | None = None
+    scenario: str | None = None
+    budget: str | None = None
+    reused: bool | None = None
+    folder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +103,21 @@ class SpqrSettings:
     cpu_threads: int | str
     sources: dict[str, str] = field(default_factory=dict)
     """Where each setting came from (``cli``, ``spqr.toml``, ``default``…), for the header."""
+    bft: BftSettings = field(default_factory=lambda: _default_bft())
+
+    def record_options(self) -> dict[str, Any]:
+        """The resolved settings as plain JSON values, for the run record."""
+        run = self.run
+        return {
+            "model": self.model.spec if self.model else None,
+            "seed": run.seed, "samples": run.samples, "steps": run.steps,
+            "guidance": run.guidance, "resolution": run.resolution,
+            "batch_size": run.batch_size, "device": run.device, "dtype": run.dtype,
+            "prompts": self.harmful_prompts.name, "n_prompts": len(self.harmful_prompts),
+            "benign_prompts": self.benign_prompts.name, "judges": list(self.judges),
+            "clip": self.clip, "thresholds": self.thresholds.source,
+            "bft_budget": self.bft.budget.name, "bft_profiles": list(self.bft.profiles),
+        }
 
 
 def _pick(key: str, given: dict[str, Any], defaults: ModelDefaults | None,
@@ -131,6 +192,7 @@ def resolve_settings(given: dict[str, Any], rootdir: Path) -> SpqrSettings:
         allow_pickle=bool(given.get("allow_pickle", False)),
         cache_dir=cache_dir,
     )
+    bft = resolve_bft(given, defaults, thresholds.bft)
     return SpqrSettings(
         model=model,
         model_defaults=defaults,
@@ -143,7 +205,73 @@ def resolve_settings(given: dict[str, Any], rootdir: Path) -> SpqrSettings:
         thresholds=thresholds,
         cpu_threads=pick("cpu_threads"),
         sources=sources,
+        bft=bft,
     )
+
+
+def _default_bft() -> BftSettings:
+    catalog = BftCatalog()
+    return BftSettings(catalog, catalog.budget(DEFAULT_BUDGET), DEFAULT_PROFILES,
+                       tuple(BUILTIN_SCENARIOS), {})
+
+
+def resolve_bft(given: dict[str, Any], defaults: ModelDefaults | None,
+                catalog: BftCatalog) -> BftSettings:
+    """Benign fine-tuning settings from options, the model's spqr.toml and thresholds.toml."""
+    from pytest_spqr.models.adapted import classify_finetuned
+
+    sources: dict[str, str] = {}
+    model_toml = defaults.evaluation if defaults is not None else {}
+    if "bft_budget" in given:
+        name, sources["budget"], where = given["bft_budget"], "option", "--spqr-bft-budget"
+    elif "bft_budget" in model_toml:
+        name, sources["budget"] = model_toml["bft_budget"], "spqr.toml"
+        where = f"{defaults.source}: [evaluation] bft_budget"  # type: ignore[union-attr]
+    else:
+        name, sources["budget"], where = DEFAULT_BUDGET, "default", "bft budget"
+    budget = catalog.budget(name, where=where)
+    profiles = tuple(given.get("bft_profile", DEFAULT_PROFILES))
+    sources["profiles"] = "option" if "bft_profile" in given else "default"
+    for profile in profiles:
+        TrainingPlan.resolve(catalog.profile(profile), budget)  # unknown name, no length → error
+    data: dict[str, tuple[str, ...]] = {}
+    for scenario, specs in model_toml.get("benign_data", {}).items():
+        data[scenario] = tuple(specs)
+        sources[f"data.{scenario}"] = "spqr.toml"
+    given_data: dict[str, list[str]] = {}
+    for scenario, spec in given.get("benign_data", ()):
+        given_data.setdefault(scenario, []).append(spec)
+    for scenario, specs in given_data.items():
+        data[scenario] = tuple(specs)
+        sources[f"data.{scenario}"] = "option"
+    for scenario, specs in data.items():
+        for spec in specs:
+            _check_data_spec(scenario, spec, sources[f"data.{scenario}"])
+    default_scenarios = (*BUILTIN_SCENARIOS, *(s for s in data if s not in BUILTIN_SCENARIOS))
+    scenarios = tuple(given.get("bft_scenario", default_scenarios))
+    for scenario in scenarios:
+        if scenario not in BUILTIN_SCENARIOS and scenario not in data:
+            raise SpqrConfigError(
+                f"--spqr-bft-scenario: scenario {scenario!r} has no data (built-in: "
+                f"{', '.join(BUILTIN_SCENARIOS)}) — pass --spqr-benign-data {scenario}=PATH"
+            )
+    finetuned = classify_finetuned(given["finetuned"]) if "finetuned" in given else None
+    return BftSettings(catalog, budget, profiles, scenarios, data, finetuned, sources)
+
+
+def _check_data_spec(scenario: str, spec: str, source: str) -> None:
+    where = "--spqr-benign-data" if source == "option" else "spqr.toml: [evaluation] benign_data"
+    if spec.startswith("builtin:"):
+        if spec.split(":", 1)[1] not in BUILTIN_DATASETS:
+            raise SpqrConfigError(
+                f"{where}: {scenario}={spec} is not a built-in set (built-in: "
+                f"{', '.join('builtin:' + n for n in BUILTIN_DATASETS)}) — fix the name"
+            )
+    elif not Path(spec).expanduser().exists():
+        raise SpqrConfigError(
+            f"{where}: {scenario}={spec}: no such file or folder — pass an image folder with "
+            "metadata.jsonl, a COCO captions_*.json or a Hugging Face datasets folder"
+        )
 
 
 def worker_index() -> int:
@@ -159,6 +287,9 @@ def resolve_device(device: str) -> str:
     import torch
 
     if torch.cuda.is_available():
+        local_rank = os.environ.get("LOCAL_RANK", "")
+        if local_rank.isdigit() and "PYTEST_XDIST_WORKER" not in os.environ:
+            return f"cuda:{int(local_rank)}"  # under `accelerate launch` / torchrun
         return f"cuda:{worker_index() % torch.cuda.device_count()}"
     return "cpu"
 
@@ -201,15 +332,22 @@ class SpqrSession:
         self._capman = capture_manager
         self._quiet = quiet or "PYTEST_XDIST_WORKER" in os.environ
         self._evaluator: Evaluator | None = None
+        self.recorder: Any = None
+        """The run record of this process (set by the plugin; see :mod:`pytest_spqr.recording`)."""
         self._panels: dict[tuple[str, ...], JudgePanel] = {}
+        self._datasets: dict[str, Any] = {}
+        self._finetuned: OrderedDict[str, ModelUnderTest] = OrderedDict()
+        self._finetune_info: dict[str, FinetuneInfo] = {}
+        self._finetune_cache: Any = None
+        self._clip_available: bool | None = None
 
     @contextmanager
-    def _progress(self, total: int, desc: str) -> Iterator[Callable[[int], None]]:
+    def _progress(self, total: int, desc: str, unit: str = "img") -> Iterator[Callable[[int], None]]:
         from tqdm.auto import tqdm
 
         stream = _CaptureFreeStderr(self._capman)
         disable = True if self._quiet else None
-        with tqdm(total=total, desc=desc, unit="img", file=stream, disable=disable,
+        with tqdm(total=total, desc=desc, unit=unit, file=stream, disable=disable,
                   leave=False) as bar:
             yield bar.update
 
@@ -238,7 +376,11 @@ class SpqrSession:
         """One panel (and its verdict memo) per distinct set of judges."""
         key = tuple(judge_identity(j) for j in judges)
         if key not in self._panels:
-            self._panels[key] = JudgePanel(judges, batch_size=self.settings.run.batch_size)
+            self._panels[key] = JudgePanel(
+                judges,
+                batch_size=self.settings.run.batch_size,
+                store=Store(self.settings.run.cache_dir),
+            )
         return self._panels[key]
 
     def load_clip(self) -> Any:
@@ -250,6 +392,127 @@ class SpqrSession:
             device=evaluator.settings.device,
             allow_pickle=self.settings.run.allow_pickle,
         )
+
+    def clip_available(self) -> bool:
+        """Whether ``--spqr-clip`` names a CLIP on this machine (checked without loading it)."""
+        if self._clip_available is None:
+            from pytest_spqr.models.clip import _resolve
+
+            try:
+                _resolve(self.settings.clip)
+                self._clip_available = True
+            except SpqrConfigError:
+                self._clip_available = False
+        return self._clip_available
+
+    # -- benign fine-tuning ----------------------------------------------------------------
+    @property
+    def finetune_cache(self) -> Any:
+        from pytest_spqr.models.finetune import FinetuneCache
+
+        if self._finetune_cache is None:
+            self._finetune_cache = FinetuneCache(self.settings.run.cache_dir)
+        return self._finetune_cache
+
+    def benign_dataset(self, scenario: str) -> Any:
+        """The scenario's benign data, loaded once and checked against the harmful prompts."""
+        from pytest_spqr.models.benign_data import load_scenario
+
+        if scenario not in self._datasets:
+            dataset = load_scenario(scenario, self.settings.bft.data_for(scenario))
+            dataset.check_benign([p.text for p in self.settings.harmful_prompts])
+            self._datasets[scenario] = dataset
+        return self._datasets[scenario]
+
+    def plan_for(self, profile: BftProfile | str) -> TrainingPlan:
+        bft = self.settings.bft
+        if not isinstance(profile, BftProfile):
+            profile = bft.catalog.profile(str(profile), where="bft_profile")
+        return TrainingPlan.resolve(profile, bft.budget)
+
+    def finetune(self, aligned: ModelUnderTest, profile: BftProfile | str,
+                 scenario: str) -> ModelUnderTest:
+        """The aligned model after benign fine-tuning (trained once, then from the cache)."""
+        from pytest_spqr.core.bft import finetune_fingerprint
+        from pytest_spqr.models.finetune import ensure_finetuned, load_finetuned
+        from pytest_spqr.models.loading import ModelSource
+
+        plan = self.plan_for(profile)
+        dataset = self.benign_dataset(scenario)
+        seed = self.settings.run.seed
+        key = finetune_fingerprint(aligned.fingerprint, plan, dataset.fingerprint, seed)
+        if key in self._finetuned:
+            self._finetuned.move_to_end(key)
+            return self._finetuned[key]
+        name = plan.profile.name
+        outcome = ensure_finetuned(
+            aligned.pipe, plan, dataset,
+            key=key, seed=seed, cache=self.finetune_cache,
+            aligned_fingerprint=aligned.fingerprint,
+            benign_checked=len(self.settings.harmful_prompts),
+            label=f"{name}/{scenario}",
+            progress=partial(self._progress, unit="step"),
+        )
+        pipe = load_finetuned(aligned.pipe, outcome.folder, outcome.record)
+        source = ModelSource(f"{aligned.label} + bft {name}/{scenario}", outcome.folder, "bft")
+        model = self.evaluator.adopt(pipe, source=source, fingerprint=key)
+        steps = outcome.record.get("steps")
+        info = FinetuneInfo(
+            f"fine-tune={name} on {scenario} (budget {plan.budget.label}, {steps} steps, "
+            f"seed {seed})",
+            profile=name, scenario=scenario, budget=plan.budget.name,
+            reused=outcome.reused, folder=str(outcome.folder),
+        )
+        return self._keep(key, model, info)
+
+    def load_finetuned(self, aligned: ModelUnderTest) -> ModelUnderTest:
+        """The user's own fine-tune (``--spqr-finetuned``) of the aligned model."""
+        from pytest_spqr.models.adapted import (
+            content_fingerprint,
+            with_lora,
+            with_unet_folder,
+        )
+        from pytest_spqr.models.loading import ModelSource, resolve_model
+
+        given = self.settings.bft.finetuned
+        if given is None:
+            raise SpqrConfigError(
+                "finetuned_pipe: no fine-tuned model — request bft_profile to fine-tune the "
+                "aligned model, or pass --spqr-finetuned=PATH"
+            )
+        info = FinetuneInfo(f"fine-tune={given.spec} ({given.description})")
+        if given.kind == "pipeline":
+            model = self.evaluator.load(resolve_model(str(given.path)))
+            self._finetune_info[model.fingerprint] = info
+            return model
+        if given.kind == "unet":
+            files = [p for p in given.path.iterdir() if p.suffix in (".safetensors", ".json")]
+            key = content_fingerprint(aligned.fingerprint, files, "unet")
+        else:
+            key = content_fingerprint(aligned.fingerprint, [given.path / str(given.weight_name)], "lora")
+        if key in self._finetuned:
+            return self._finetuned[key]
+        if given.kind == "unet":
+            pipe = with_unet_folder(aligned.pipe, given.path)
+        else:
+            pipe = with_lora(aligned.pipe, given.path, str(given.weight_name))
+        source = ModelSource(f"{aligned.label} + {given.spec}", given.path, "finetuned")
+        return self._keep(key, self.evaluator.adopt(pipe, source=source, fingerprint=key), info)
+
+    def _keep(self, key: str, model: ModelUnderTest, info: FinetuneInfo) -> ModelUnderTest:
+        self._finetuned[key] = model
+        self._finetune_info[key] = info
+        while len(self._finetuned) > FINETUNED_IN_MEMORY:
+            _, old = self._finetuned.popitem(last=False)
+            self.evaluator.forget(old)
+        return model
+
+    def finetune_info(self, model: Any) -> FinetuneInfo:
+        """How ``model`` came about; a plain label for a model a conftest built itself."""
+        fp = getattr(model, "fingerprint", None)
+        if fp in self._finetune_info:
+            return self._finetune_info[fp]
+        return FinetuneInfo(f"fine-tune={getattr(model, 'label', model)!s}")
 
     def header_lines(self) -> list[str]:
         s = self.settings
@@ -267,5 +530,63 @@ class SpqrSession:
             f"benign={s.benign_prompts.name} ({len(s.benign_prompts)})",
             f"spqr: thresholds={s.thresholds.source or 'none (no gates)'} cache={run.cache_dir}",
             f"spqr: {SAFETY_CHECKER_NOTE}",
+            *self.bft_header_lines(),
         ]
         return lines
+
+    def bft_header_lines(self) -> list[str]:
+        bft = self.settings.bft
+        budget = bft.budget
+        data = ", ".join(
+            f"{scenario}={'+'.join(bft.data_for(scenario))}" for scenario in bft.scenarios
+        )
+        lines = [
+            f"spqr: bft budget={budget.name} ({bft.sources.get('budget', 'default')})"
+            + ("" if budget.is_paper else ": NOT the paper's protocol")
+            + f" — {budget.description}",
+            f"spqr: bft profiles={','.join(bft.profiles)} scenarios: {data}",
+        ]
+        if bft.finetuned is not None:
+            lines.append(
+                f"spqr: finetuned={bft.finetuned.spec} ({bft.finetuned.description}): robustness "
+                "compares the aligned model with it; bft_profile tests are skipped unless "
+                "--spqr-bft-profile is given"
+            )
+        return lines
+
+
+def _parametrized(metafunc: Any, name: str) -> bool:
+    """Whether the test parametrizes ``name`` itself (directly or indirectly)."""
+    for marker in metafunc.definition.iter_markers("parametrize"):
+        names = marker.args[0] if marker.args else marker.kwargs.get("argnames", ())
+        if isinstance(names, str):
+            names = [n.strip() for n in names.split(",")]
+        if name in names:
+            return True
+    return False
+
+
+def bft_parametrize(metafunc: Any, session: SpqrSession) -> None:
+    """Run a test that requests ``bft_profile``/``bft_scenario`` once per selected value.
+
+    Each value also becomes a marker (``-m "bft and lite"``). With ``--spqr-finetuned``
+    and no explicit ``--spqr-bft-profile`` the profile runs are skipped: robustness is
+    then measured on the user's own fine-tune, without training.
+    """
+    import pytest
+
+    bft = session.settings.bft
+    skip_profiles = bft.finetuned is not None and bft.sources.get("profiles") != "option"
+    for name, values in (("bft_profile", bft.profiles), ("bft_scenario", bft.scenarios)):
+        if name not in metafunc.fixturenames or _parametrized(metafunc, name):
+            continue
+        params = []
+        for value in values:
+            marks = [getattr(pytest.mark, value)]
+            if name == "bft_profile" and skip_profiles:
+                marks.append(pytest.mark.skip(
+                    reason="--spqr-finetuned given: robustness is measured on that model "
+                    "(pass --spqr-bft-profile to fine-tune as well)"
+                ))
+            params.append(pytest.param(value, id=value, marks=marks))
+        metafunc.parametrize(name, params, indirect=True, scope="session")

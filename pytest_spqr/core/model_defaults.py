@@ -13,6 +13,8 @@ paths are resolved against the model folder, so the folder can move.
     guidance = 4.0
     resolution = 32
     samples = 1
+    bft_budget = "toy"                 # benign fine-tuning budget (core.bft)
+    benign_data = {general = "../benign/general", domain = ["../art", "../med"]}
 
     [judges.toy-mark]
     threshold = 0.15
@@ -42,6 +44,8 @@ _EVALUATION_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "resolution": ((int,), "a positive integer (pixels)"),
     "samples": ((int,), "a positive integer"),
     "batch_size": ((int,), "a positive integer"),
+    "bft_budget": ((str,), 'a benign fine-tuning budget name such as "toy"'),
+    "benign_data": ((dict,), 'a table of scenario = "path" or ["path", ...] (relative to the model)'),
 }
 _PATH_KEYS = ("clip", "prompts", "benign_prompts")
 
@@ -99,12 +103,22 @@ def load_model_defaults(model_dir: Path) -> ModelDefaults | None:
             bad_type = not value or not all(isinstance(v, str) for v in value)
         elif key == "guidance" and not bad_type:
             bad_type = value < 0
+        elif key == "benign_data" and not bad_type:
+            bad_type = not value or not all(
+                isinstance(v, str) or (isinstance(v, list) and v and all(isinstance(p, str) for p in v))
+                for v in value.values()
+            )
         elif isinstance(value, int) and not bad_type and key != "guidance":
             bad_type = value < 1
         if bad_type:
             raise SpqrConfigError(
                 f"{path}: [evaluation] {key} = {value!r} is not {description} — fix the value"
             )
+        if key == "benign_data":
+            value = {
+                scenario: tuple(_resolve(p, path.parent) for p in ([v] if isinstance(v, str) else v))
+                for scenario, v in value.items()
+            }
         checked[key] = _resolve(value, path.parent) if key in _PATH_KEYS else value
     judges = data.get("judges", {})
     settings = {}

@@ -23,6 +23,10 @@ the repository root)::
     [robustness]
     formula = "normalized"
 
+    [bft.profiles.lite-te]         # benign fine-tuning profiles and budgets (core.bft)
+    base = "lite"
+    text_encoder = true
+
 Anything wrong raises :class:`SpqrConfigError` with one line of the form
 ``<file>: [table] <what is wrong> — <how to fix>``.
 """
@@ -41,6 +45,7 @@ from os import PathLike
 from types import MappingProxyType
 from typing import Any
 
+from pytest_spqr.core.bft import BftCatalog, parse_bft_table
 from pytest_spqr.core.errors import SpqrConfigError
 from pytest_spqr.core.scores import ROBUSTNESS_FORMULAS
 
@@ -50,7 +55,7 @@ AXES: tuple[str, ...] = ("safety", "prompt_adherence", "quality", "robustness", 
 DEFAULT_EPSILON = 0.05
 DEFAULT_ROBUSTNESS_FORMULA = ROBUSTNESS_FORMULAS[0]
 
-_TABLES = ("gates", "suites", "judges", "quality", "robustness")
+_TABLES = ("gates", "suites", "judges", "quality", "robustness", "bft")
 _QUALITY_KEYS = ("fid_min", "fid_max", "epsilon")
 _ROBUSTNESS_KEYS = ("formula",)
 
@@ -122,6 +127,8 @@ class Thresholds:
     fid_max: float | None = None
     epsilon: float = DEFAULT_EPSILON
     robustness_formula: str = DEFAULT_ROBUSTNESS_FORMULA
+    bft: BftCatalog = field(default_factory=BftCatalog, compare=False)
+    """Benign fine-tuning profiles and budgets: the built-in ones plus ``[bft.*]``."""
     source: str | None = field(default=None, compare=False)
     """The file these came from, for messages; ``None`` for :meth:`default`."""
 
@@ -279,6 +286,7 @@ class _Parser:
             fid_max=fid_max,
             epsilon=epsilon,
             robustness_formula=self.robustness(data.get("robustness", {})),
+            bft=parse_bft_table(data.get("bft", {}), self.source),
             source=self.source,
         )
 

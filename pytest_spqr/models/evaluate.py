@@ -113,6 +113,7 @@ class Evaluator:
         self.progress = progress
         self._models: dict[str, ModelUnderTest] = {}
         self._clip_memo: dict[tuple[str, str, str], float] = {}
+        self._forgotten_generated = 0
 
     # -- loading -----------------------------------------------------------------
     def load(self, source: ModelSource) -> ModelUnderTest:
@@ -122,31 +123,51 @@ class Evaluator:
             pipe = load_pipeline(
                 source, device=s.device, dtype=torch_dtype(s.dtype), allow_pickle=s.allow_pickle
             )
-            side = s.resolution or native_resolution(pipe)
-            sampler = SamplerSettings(
-                steps=s.steps,
-                guidance=s.guidance,
-                height=side,
-                width=side,
-                device_type=s.device.split(":")[0],
-                dtype=s.dtype,
-                scheduler=_scheduler_tag(pipe),
-            )
-            generator = ImageGenerator(
-                pipe,
-                model_fingerprint=fp,
-                model_label=source.label,
-                settings=sampler,
-                cache_dir=s.cache_dir,
-                batch_size=s.batch_size,
-                progress=self.progress,
-            )
-            self._models[fp] = ModelUnderTest(source, fp, pipe, generator)
+            self._models[fp] = self._wrap(source, fp, pipe)
         return self._models[fp]
+
+    def adopt(self, pipe: Any, *, source: ModelSource, fingerprint: str) -> ModelUnderTest:
+        """Evaluate a pipeline built in memory (a fine-tune of a loaded model) like a loaded one.
+
+        ``fingerprint`` must identify its weights (e.g. aligned fingerprint + what changed):
+        it keys the generated images.
+        """
+        if fingerprint not in self._models:
+            self._models[fingerprint] = self._wrap(source, fingerprint, pipe)
+        return self._models[fingerprint]
+
+    def forget(self, model: ModelUnderTest) -> None:
+        """Drop a model from memory (its images stay on disk and its count in the total)."""
+        if self._models.get(model.fingerprint) is model:
+            self._forgotten_generated += model.generator.generated
+            del self._models[model.fingerprint]
+
+    def _wrap(self, source: ModelSource, fp: str, pipe: Any) -> ModelUnderTest:
+        s = self.settings
+        side = s.resolution or native_resolution(pipe)
+        sampler = SamplerSettings(
+            steps=s.steps,
+            guidance=s.guidance,
+            height=side,
+            width=side,
+            device_type=s.device.split(":")[0],
+            dtype=s.dtype,
+            scheduler=_scheduler_tag(pipe),
+        )
+        generator = ImageGenerator(
+            pipe,
+            model_fingerprint=fp,
+            model_label=source.label,
+            settings=sampler,
+            cache_dir=s.cache_dir,
+            batch_size=s.batch_size,
+            progress=self.progress,
+        )
+        return ModelUnderTest(source, fp, pipe, generator)
 
     @property
     def images_generated(self) -> int:
-        return sum(m.generator.generated for m in self._models.values())
+        return self._forgotten_generated + sum(m.generator.generated for m in self._models.values())
 
     # -- axes --------------------------------------------------------------------
     def images(self, model: ModelUnderTest, prompts: PromptSet) -> list[GeneratedImage]:

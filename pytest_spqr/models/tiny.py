@@ -5,11 +5,10 @@ They follow diffusers' own test recipe (``get_dummy_components`` in
 initialised right after ``torch.manual_seed(seed)``, so the same seed gives the same
 weights bit for bit. The global torch RNG is left as it was.
 
-Only the SD 1.x layout (epsilon prediction, one CLIP text encoder) exists today. The
-component helpers below take the knobs the later builders need — ``prediction_type``
-for an SD 2-style v-prediction model, ``projection`` / ``cross_attention_dim`` for
-SDXL's two text encoders — so ``build_tiny_sd2`` / ``build_tiny_sdxl`` can be added
-beside :func:`build_tiny_sd` without touching it.
+Three layouts, as in the paper's appendix D: :func:`build_tiny_sd` (SD 1.x, epsilon
+prediction, one CLIP text encoder), :func:`build_tiny_sd2` (SD 2.x, v-prediction,
+linear projections) and :func:`build_tiny_sdxl` (two text encoders, the second
+projected, and added time ids). They share the component helpers below.
 """
 
 from __future__ import annotations
@@ -30,6 +29,8 @@ __all__ = [
     "TINY_SD_IMAGE_SIZE",
     "build_tiny_clip",
     "build_tiny_sd",
+    "build_tiny_sd2",
+    "build_tiny_sdxl",
 ]
 
 TINY_SD_IMAGE_SIZE = 64
@@ -247,3 +248,84 @@ def _write_slow_tokenizer_files(tokenizer: Any, folder: Path) -> None:
     """
     if not (folder / "vocab.json").exists():
         tokenizer.backend_tokenizer.model.save(str(folder))
+
+
+def build_tiny_sd2(
+    path: str | os.PathLike[str], *, seed: int = 0, corpus: Iterable[str] | None = None
+) -> Path:
+    """Save a tiny Stable Diffusion 2.x-style pipeline folder at ``path`` and return it.
+
+    As :func:`build_tiny_sd`, but shaped like SD 2.x: a **v-prediction** scheduler, linear
+    projections in the transformer blocks and per-level attention head sizes. Same
+    32² latents → 64² images; ``StableDiffusionPipeline`` loads it.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    out = Path(path)
+    tokenizer = _tokenizer(corpus)
+    pipe = StableDiffusionPipeline(
+        vae=_vae(seed),
+        text_encoder=_text_encoder(tokenizer, seed),
+        tokenizer=tokenizer,
+        unet=_unet(seed, attention_head_dim=(2, 4), use_linear_projection=True),
+        scheduler=_scheduler("v_prediction"),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+    _write_slow_tokenizer_files(tokenizer, out / "tokenizer")
+    return out
+
+
+_SDXL_TIME_EMBED_DIM = 8
+
+
+def build_tiny_sdxl(
+    path: str | os.PathLike[str], *, seed: int = 0, corpus: Iterable[str] | None = None
+) -> Path:
+    """Save a tiny SDXL-style pipeline folder at ``path`` and return it.
+
+    Two text encoders (hidden 32 each, the second with a projection whose pooled output
+    conditions the UNet), a UNet with ``addition_embed_type="text_time"`` (the six
+    added time ids), cross-attention dim 64 = both encoders concatenated, an Euler
+    scheduler; 32² latents → 64² images. ``StableDiffusionXLPipeline`` loads it.
+    """
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+
+    out = Path(path)
+    tokenizer = _tokenizer(corpus)
+    hidden = 32
+    unet = _unet(
+        seed,
+        cross_attention_dim=2 * hidden,
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=_SDXL_TIME_EMBED_DIM,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * _SDXL_TIME_EMBED_DIM + hidden,
+    )
+    scheduler = EulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+        prediction_type="epsilon",
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=_vae(seed),
+        text_encoder=_text_encoder(tokenizer, seed, hidden_size=hidden),
+        text_encoder_2=_text_encoder(tokenizer, seed + 1, hidden_size=hidden, projection=True),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=True,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+    for name in ("tokenizer", "tokenizer_2"):
+        _write_slow_tokenizer_files(tokenizer, out / name)
+    return out

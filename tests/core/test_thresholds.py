@@ -218,7 +218,7 @@ def test_gate_for_rejects_unknown_axes() -> None:
         ),
         pytest.param(
             "[thresholds]\nx = 1\n", "unknown table [thresholds] — the tables are [gates], "
-            "[suites], [judges], [quality], [robustness]",
+            "[suites], [judges], [quality], [robustness], [bft]",
             id="unknown-table",
         ),
         pytest.param(

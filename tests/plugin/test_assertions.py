@@ -160,3 +160,36 @@ def test_assertion_outside_a_test_says_where_it_works() -> None:
 
     with pytest.raises(RuntimeError, match="inside a pytest test"):
         contextvars.Context().run(assert_safety, 0.5)
+
+
+def test_a_second_run_reuses_images_and_verdicts(project, spqr_args, tmp_path) -> None:
+    project.makepyfile(
+        """
+        import os
+        from pytest_spqr import assert_safety
+        def test_a(aligned_pipe, harmful_prompts, spqr_session, spqr_judges):
+            m = assert_safety(min=0.0)
+            panel = spqr_session.panel_for(spqr_judges)
+            expected = int(os.environ["EXPECT_WORK"])
+            assert spqr_session.evaluator.images_generated == expected
+            assert panel.judged == expected
+            with open(os.environ["SAFETY_LOG"], "a") as log:
+                log.write(f"{m.value}\\n")
+        """
+    )
+    args = [*spqr_args, f"--spqr-cache-dir={tmp_path / 'cache'}"]
+    import os
+
+    log = tmp_path / "safety.log"
+    os.environ["SAFETY_LOG"] = str(log)
+    os.environ["EXPECT_WORK"] = "7"
+    try:
+        first = project.runpytest(*args)
+        first.assert_outcomes(passed=1)
+        os.environ["EXPECT_WORK"] = "0"
+        second = project.runpytest(*args)
+        second.assert_outcomes(passed=1)
+    finally:
+        del os.environ["EXPECT_WORK"], os.environ["SAFETY_LOG"]
+    first_value, second_value = log.read_text().split()
+    assert first_value == second_value

@@ -36,7 +36,9 @@ def test_properties_per_test(pytester: pytest.Pytester, spqr_args, workers) -> N
     pytester.makeconftest(JUDGE_CONFTEST)
     pytester.makepyfile(test_gate=SUITE)
     xml = pytester.path / "spqr.xml"
-    args = [*spqr_args, f"--junitxml={xml}"] + (["-n", workers] if workers else [])
+    report = pytester.path / "report"
+    args = [*spqr_args, f"--junitxml={xml}", f"--spqr-report={report}"] + (
+        ["-n", workers] if workers else [])
     result = pytester.runpytest_subprocess(*args, timeout=600)
     result.assert_outcomes(passed=2, failed=1)
     props = _properties(xml)
@@ -48,3 +50,17 @@ def test_properties_per_test(pytester: pytest.Pytester, spqr_args, workers) -> N
     assert 0.0 <= float(adherence["spqr.prompt_adherence"]) <= 1.0
     assert adherence["spqr.prompt_adherence.n"] == "7"
     assert props["test_category"]["spqr.safety.sexual.n"] == "1"
+    low, high = float(failing["spqr.safety.ci_low"]), float(failing["spqr.safety.ci_high"])
+    assert low <= float(failing["spqr.safety"]) <= high
+
+    # The run record merges every worker's part: each test with its outcome and axes.
+    from pytest_spqr.core.record import load_record
+
+    record = load_record(report / "spqr.json")
+    outcomes = {t.nodeid.split("::")[-1]: t.outcome for t in record.tests}
+    assert outcomes == {"test_safety_fails": "failed", "test_adherence": "passed",
+                        "test_category": "passed"}
+    axes = {(t.nodeid.split("::")[-1], a.axis) for t, a in record.axes()}
+    assert ("test_safety_fails", "safety") in axes and ("test_adherence", "prompt_adherence") in axes
+    assert (report / "index.html").read_text().count("<svg") >= 1
+    result.stdout.fnmatch_lines(["*SPQR leaderboard*"])

@@ -24,6 +24,7 @@ def test_suites_record_every_axis(pytester: pytest.Pytester, tiny_sd: Path, tiny
         "--spqr-resolution=128",
         f"--spqr-cache-dir={tmp_path / 'cache'}",
         f"--junitxml={xml}",
+        "-m", "not bft",  # benign fine-tuning runs in tests/plugin/test_robustness.py
         "-p", "no:cacheprovider",
         timeout=600,
     )

@@ -1,0 +1,184 @@
+"""Suite-level benchmarks of pytest-spqr against a raw diffusers loop (issue: scale).
+
+    python benchmarks/bench_suite.py [--model fixtures/tiny-sd] [--steps 25] [--samples 2]
+
+Measures, in one run on this machine, as ratios:
+  * cold suite wall time ÷ a raw diffusers loop generating the same images   (goal ≤ 1.10)
+  * warm re-run ÷ cold                                                      (goal ≤ 0.05)
+  * ``-n 2`` ÷ ``-n 0`` on the same generation-bound suite                   (goal ≤ 0.62)
+  * images generated ÷ distinct (model, prompt, seed) needed, under -n 2    (goal 1.0)
+  * peak RSS of each run
+and writes them into its own section of benchmarks/RESULTS.md. Every run is a fresh
+process (imports included on both sides); the judge is a trivial pixel check so that the
+comparison is about generation, caching and scheduling, not about a classifier.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "RESULTS.md"
+SECTION = "bench_suite"
+
+CONFTEST = textwrap.dedent(
+    """
+    import json, os
+    import pytest
+    from pytest_spqr.core.verdicts import Verdict
+
+    class BrightCorner:
+        name = "bright-corner"
+        version = "1"
+        def judge(self, images):
+            return [Verdict(unsafe=sum(im.getpixel((0, 0))) > 600, category="bright") for im in images]
+
+    @pytest.fixture(scope="session")
+    def spqr_judges():
+        return [BrightCorner()]
+
+    def pytest_sessionfinish(session):
+        from pytest_spqr.fixtures import SESSION_KEY
+        spqr = session.config.stash.get(SESSION_KEY, None)
+        if spqr is None or spqr._evaluator is None:
+            return
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        out = os.path.join(os.environ["BENCH_STATS"], worker + ".json")
+        with open(out, "w") as f:
+            json.dump({"generated": spqr.evaluator.images_generated}, f)
+    """
+)
+
+SUITE = textwrap.dedent(
+    """
+    import pytest
+    from pytest_spqr import assert_safety
+
+    def test_overall(aligned_pipe, harmful_prompts):
+        assert_safety(min=0.0)
+
+    @pytest.mark.parametrize("category", ["sexual", "violence", "hate"])
+    def test_category(aligned_pipe, harmful_prompts, category):
+        assert_safety(min=0.0, category=category)
+    """
+)
+
+RAW = textwrap.dedent(
+    """
+    import sys, torch
+    from pathlib import Path
+    from diffusers import DiffusionPipeline
+    from pytest_spqr.core.prompts import load_prompt_set
+    from pytest_spqr.core.seeds import seed_for
+    model, out, steps, samples, batch = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    pipe = DiffusionPipeline.from_pretrained(model, use_safetensors=True, safety_checker=None,
+                                             requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    jobs = [(p.text, seed_for(42, p, s)) for p in load_prompt_set("builtin:harmful") for s in range(samples)]
+    out.mkdir(parents=True, exist_ok=True)
+    for start in range(0, len(jobs), batch):
+        chunk = jobs[start:start + batch]
+        with torch.inference_mode():
+            images = pipe(prompt=[t for t, _ in chunk], num_inference_steps=steps, guidance_scale=7.5,
+                          generator=[torch.Generator("cpu").manual_seed(s) for _, s in chunk]).images
+        for i, image in enumerate(images):
+            image.save(out / f"{start + i}.png")
+    """
+)
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of a child process and its children."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = proc.stdout.read() if proc.stdout else b""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) not in (0,):
+        sys.stderr.write(output.decode(errors="replace")[-4000:])
+        raise SystemExit(f"benchmark command failed: {' '.join(cmd)}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def generated(stats_dir: Path) -> int:
+    return sum(json.loads(p.read_text())["generated"] for p in stats_dir.glob("*.json"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(REPO / "fixtures" / "tiny-sd"))
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--samples", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "conftest.py").write_text(CONFTEST)
+        (root / "test_bench.py").write_text(SUITE)
+        common = [f"--spqr-model={args.model}", f"--spqr-steps={args.steps}",
+                  f"--spqr-samples={args.samples}", f"--spqr-batch-size={args.batch_size}",
+                  "--spqr-guidance=7.5", "-p", "no:cacheprovider", "-q"]
+
+        def suite(name: str, *extra: str) -> tuple[float, float, int]:
+            stats = root / f"stats-{name}"
+            stats.mkdir(exist_ok=True)
+            env = {**os.environ, "BENCH_STATS": str(stats)}
+            cache = root / f"cache-{name.split('-')[0]}"
+            wall, rss = run([sys.executable, "-m", "pytest", str(root), *common,
+                             f"--spqr-cache-dir={cache}", *extra], env=env, cwd=root)
+            return wall, rss, generated(stats)
+
+        needed = 56 * args.samples
+        raw_wall, raw_rss = run([sys.executable, "-c", RAW, args.model, str(root / "raw"),
+                                 str(args.steps), str(args.samples), str(args.batch_size)])
+        cold_wall, cold_rss, cold_gen = suite("cold")
+        warm_wall, warm_rss, warm_gen = suite("cold-warm")
+        n2_wall, n2_rss, n2_gen = suite("xdist", "-n", "2")
+
+    rows = [
+        ("cold suite ÷ raw diffusers loop", cold_wall / raw_wall, "≤ 1.10",
+         f"{cold_wall:.1f} s vs {raw_wall:.1f} s"),
+        ("warm re-run ÷ cold", warm_wall / cold_wall, "≤ 0.05",
+         f"{warm_wall:.1f} s, {warm_gen} images generated"),
+        ("-n 2 ÷ -n 0", n2_wall / cold_wall, "≤ 0.62", f"{n2_wall:.1f} s vs {cold_wall:.1f} s"),
+        ("images generated ÷ needed (-n 2)", n2_gen / needed, "= 1.0",
+         f"{n2_gen} of {needed} (and {cold_gen} under -n 0)"),
+    ]
+    lines = [
+        f"<!-- {SECTION}:start -->",
+        f"## Suite benchmarks ({dt.date.today().isoformat()})",
+        "",
+        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}. "
+        f"Model: `{Path(args.model).name}`, {needed} images ({args.samples} per built-in harmful "
+        f"prompt), {args.steps} steps, batch {args.batch_size}. "
+        f"Command: `python benchmarks/bench_suite.py --steps {args.steps} --samples {args.samples}`.",
+        "",
+        "| measure | ratio | goal | detail |",
+        "|---|---|---|---|",
+        *(f"| {name} | {ratio:.3f} | {goal} | {detail} |" for name, ratio, goal, detail in rows),
+        f"| peak RSS (MiB) | — | — | raw {raw_rss:.0f}, cold {cold_rss:.0f}, warm {warm_rss:.0f}, "
+        f"-n 2 {n2_rss:.0f} (largest single process) |",
+        f"<!-- {SECTION}:end -->",
+    ]
+    table = "\n".join(lines)
+    print(table)
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
+    pattern = re.compile(rf"<!-- {SECTION}:start -->.*?<!-- {SECTION}:end -->", re.S)
+    text = pattern.sub(table, text) if pattern.search(text) else text.rstrip() + "\n\n" + table + "\n"
+    RESULTS.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

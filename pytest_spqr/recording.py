@@ -1,0 +1,101 @@
+"""Collect a run record across processes, write the report, print the leaderboard.
+
+Each process keeps a :class:`~pytest_spqr.core.record.RunRecorder`. Tests add their
+axes to it as they measure (see :mod:`pytest_spqr.check`); the controller adds each test's
+outcome from its reports. Under pytest-xdist a worker hands its part to the controller
+through ``workeroutput``, and the controller merges the parts (in any order) before
+writing ``spqr.json`` and ``index.html`` and printing the leaderboard.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_spqr.core.record import RunRecorder, new_record
+
+RECORDER_KEY = pytest.StashKey[RunRecorder]()
+WORKER_OUTPUT = "spqr_record"
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def make_recorder(config: pytest.Config, options: dict[str, Any]) -> RunRecorder:
+    from pytest_spqr.report.environment import commit_info
+
+    commit = None if _is_worker(config) else commit_info(config.rootpath)
+    header = new_record(options=options, rootdir=str(config.rootpath), commit=commit)
+    return RunRecorder(header)
+
+
+def _message(report: pytest.TestReport) -> str | None:
+    if report.passed:
+        return None
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2])
+    crash = getattr(getattr(report.longrepr, "reprcrash", None), "message", None)
+    return crash or report.longreprtext or None
+
+
+class Recording:
+    """Hooks that feed and publish the run record (registered by the plugin)."""
+
+    def __init__(self, config: pytest.Config, recorder: RunRecorder) -> None:
+        self.config = config
+        self.recorder = recorder
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if _is_worker(self.config):
+            return  # the controller sees every report and records outcomes once
+        if report.when != "call" and report.passed:
+            return
+        outcome = report.outcome
+        if report.when != "call" and report.failed:
+            outcome = "error"
+        if hasattr(report, "wasxfail"):
+            outcome = "xfailed" if report.skipped else "xpassed"
+        self.recorder.set_outcome(report.nodeid, outcome, duration=report.duration,
+                                  message=_message(report))
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if _is_worker(self.config):
+            self.config.workeroutput[WORKER_OUTPUT] = self.recorder.to_json()  # type: ignore[attr-defined]
+            return
+        directory = self.config.getoption("spqr_report")
+        if directory is None or not self.recorder.record().tests:
+            return
+        from pytest_spqr.report.html import write_report
+
+        unblurred = bool(self.config.getoption("spqr_report_unblurred"))
+        self.written = write_report(self.recorder.record(), Path(directory), unblurred=unblurred)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        record = self.recorder.record()
+        if not any(True for _ in record.axes()):
+            return
+        from pytest_spqr.core.record import leaderboard
+        from pytest_spqr.report.tables import leaderboard_lines
+
+        terminalreporter.section("SPQR leaderboard")
+        for line in leaderboard_lines(leaderboard(record)):
+            terminalreporter.write_line(line)
+        written = getattr(self, "written", None)
+        if written is not None:
+            terminalreporter.write_line(f"spqr report: {written}")
+
+
+class XdistRecording:
+    """Merges the record parts of xdist workers (registered only when xdist is active)."""
+
+    def __init__(self, recorder: RunRecorder) -> None:
+        self.recorder = recorder
+
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        part = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT)
+        if part is not None:
+            self.recorder.add_part(part, where=f"xdist worker {node.gateway.id}")
