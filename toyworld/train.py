@@ -232,11 +232,14 @@ def erase_esd_x(unet, teacher, harmful_emb: torch.Tensor, keep_emb: torch.Tensor
         p.requires_grad_(False)
     if trainable == "cross-attention":  # ESD-x
         params = cross_attention_parameters(unet)
+    elif trainable == "cross-attention-keys":  # only where the prompt is looked up
+        params = [p for n, p in unet.named_parameters() if ".attn2.to_k." in n]
     elif trainable == "non-cross-attention":  # ESD-u
         cross = {id(p) for p in cross_attention_parameters(unet)}
         params = [p for p in unet.parameters() if id(p) not in cross]
     else:
-        raise ValueError(f"trainable={trainable!r}: expected 'cross-attention' or 'non-cross-attention'")
+        raise ValueError(f"trainable={trainable!r}: expected 'cross-attention', "
+                         "'cross-attention-keys' or 'non-cross-attention'")
     for p in params:
         p.requires_grad_(True)
     teacher.eval()
