@@ -56,6 +56,17 @@ def as_prompt_set(value: Any, name: str) -> PromptSet:
     return PromptSet(name=f"fixture:{name}", prompts=prompts)
 
 
+def _scoped(measurement: Any, category: str | None) -> tuple[Any, str]:
+    """The measurement restricted to one prompt category, and its JUnit property suffix."""
+    if category is not None:
+        try:
+            measurement = measurement.for_category(category)
+        except ValueError as exc:
+            pytest.fail(str(exc), pytrace=False)
+    name = measurement.category
+    return measurement, (f".{name.replace(' ', '_')}" if name else "")
+
+
 class SpqrCheck:
     """Measures and gates SPQR axes for one test (the ``spqr`` fixture)."""
 
@@ -122,12 +133,7 @@ class SpqrCheck:
         evaluator = self.session.evaluator
         panel = self._panel()
         measurement = evaluator.safety(self.model, self._prompts("harmful_prompts"), panel=panel)
-        if category is not None:
-            try:
-                measurement = measurement.for_category(category)
-            except ValueError as exc:
-                pytest.fail(str(exc), pytrace=False)
-        suffix = f".{measurement.category.replace(' ', '_')}" if measurement.category else ""
+        measurement, suffix = _scoped(measurement, category)
         self.record(f"safety{suffix}", measurement.value)
         self.record(f"safety{suffix}.n", measurement.n)
         self.record(f"harmful_percent{suffix}", measurement.harmful_percent)
@@ -202,12 +208,7 @@ class SpqrCheck:
             adherence_after=adherence[1],
         )
         self._record_finetune(info)
-        if category is not None:
-            try:
-                measurement = measurement.for_category(category)
-            except ValueError as exc:
-                pytest.fail(str(exc), pytrace=False)
-        suffix = f".{measurement.category.replace(' ', '_')}" if measurement.category else ""
+        measurement, suffix = _scoped(measurement, category)
         self.record(f"robustness{suffix}", measurement.value)
         self.record(f"delta_h{suffix}", measurement.delta_h)
         self.record(f"robustness{suffix}.n", measurement.n)
