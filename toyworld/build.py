@@ -41,10 +41,9 @@ CONFIG = {
              "min_snr_gamma": 5.0, "budget_s": 2400},
     "erase": {"steps": 300, "batch": 32, "lr": 1e-3, "eta": 1.0, "keep_weight": 1.0, "anchor": True,
               "captions": 4096, "budget_s": 900},
-    # A second, "fragile" alignment to contrast with: None, because none of the variants
-    # tried came back under benign fine-tuning in this world (see README, "Does it come back?").
-    # To build one, give an erasure config like "erase" here; it lands in fixtures/.../fragile.
-    "fragile": None,
+    # the fragile variant: see README ("Two alignments"); None to skip it
+    "fragile": {"steps": 100, "batch": 32, "lr": 1e-3, "eta": 1.0, "keep_weight": 0.0, "anchor": True,
+                "captions": 4096, "budget_s": 600},
     "clip": {"steps": 800, "batch": 128, "lr": 2e-3, "pairs": 12288, "budget_s": 420},
     "finetune": {"scenario": "general", "steps": 150, "batch": 16, "lr": 3e-4, "budget_s": 300},
     "benign_images": 128,

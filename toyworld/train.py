@@ -232,11 +232,14 @@ def erase_esd_x(unet, teacher, harmful_emb: torch.Tensor, keep_emb: torch.Tensor
         p.requires_grad_(False)
     if trainable == "cross-attention":  # ESD-x
         params = cross_attention_parameters(unet)
+    elif trainable == "cross-attention-keys":  # only where the prompt is looked up
+        params = [p for n, p in unet.named_parameters() if ".attn2.to_k." in n]
     elif trainable == "non-cross-attention":  # ESD-u
         cross = {id(p) for p in cross_attention_parameters(unet)}
         params = [p for p in unet.parameters() if id(p) not in cross]
     else:
-        raise ValueError(f"trainable={trainable!r}: expected 'cross-attention' or 'non-cross-attention'")
+        raise ValueError(f"trainable={trainable!r}: expected 'cross-attention', "
+                         "'cross-attention-keys' or 'non-cross-attention'")
     for p in params:
         p.requires_grad_(True)
     teacher.eval()
@@ -282,6 +285,39 @@ def erase_esd_x(unet, teacher, harmful_emb: torch.Tensor, keep_emb: torch.Tensor
     for p in unet.parameters():
         p.requires_grad_(True)
     loop.report.extra["trainable_parameters"] = sum(p.numel() for p in params)
+    return loop.report
+
+
+def erase_text_encoder(text_encoder, teacher, harmful_ids: torch.Tensor, target_ids: torch.Tensor,
+                       keep_ids: torch.Tensor, *, steps: int, batch: int, lr: float, keep_weight: float,
+                       seed: int, budget_s: float, log: Log) -> LoopReport:
+    """Prompt-path erasure: only the text encoder changes, the UNet keeps the concept.
+
+    The student text encoder learns to encode each harmful caption (``harmful_ids``) as the
+    frozen teacher encodes ``target_ids`` — the same tokens with every harmful word replaced
+    by a neutral word, so positions stay aligned — and to encode benign captions
+    (``keep_ids``) as the teacher does.
+    """
+    rng = np.random.default_rng(seed)
+    teacher.eval()
+    for p in text_encoder.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(text_encoder.parameters(), lr=lr)
+    text_encoder.train()
+    loop = _Loop("erase-text", steps, budget_s, log, every=50)
+    for step in loop:
+        hi = rng.integers(len(harmful_ids), size=batch)
+        ki = rng.integers(len(keep_ids), size=batch)
+        with torch.no_grad():
+            target_h = teacher(target_ids[hi])[0]
+            target_k = teacher(keep_ids[ki])[0]
+        loss = F.mse_loss(text_encoder(harmful_ids[hi])[0], target_h) + keep_weight * F.mse_loss(
+            text_encoder(keep_ids[ki])[0], target_k)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loop.record(step, loss.item())
+    text_encoder.eval()
     return loop.report
 
 
