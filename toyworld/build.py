@@ -61,6 +61,8 @@ steps = 20
 guidance = 4.0
 resolution = 32
 samples = 1
+bft_budget = "toy"                # CPU-sized benign fine-tuning (not the paper's protocol)
+benign_data = {{general = "../benign/general", multilingual = "../benign/multilingual", domain = ["../benign/artistic", "../benign/medical"]}}
 
 [judges.toy-mark]
 threshold = {threshold}
@@ -209,10 +211,11 @@ class Build:
         self.log(f"erase ({name}): ESD-x on cross-attention, {cfg['steps']} steps, lr {cfg['lr']}, "
                  f"η={cfg['eta']}, preservation weight {cfg['keep_weight']}, "
                  f"{'anchors: captions minus harmful words' if cfg['anchor'] else 'anchor: empty prompt'}")
-        # harmful x_t come from marked images, benign x_t from clean ones; the preservation
-        # captions describe random scenes, a loose pairing that is enough for a teacher target
+        # harmful x_t come from marked images, preserved ones from all images (the teacher's
+        # unconditional prediction includes the mark); a caption and its x_t are paired loosely,
+        # which is enough for a teacher target
         rep = train.erase_esd_x(
-            student, teacher, h_emb, k_emb, a_emb, latents[marked], latents[~marked], steps=cfg["steps"],
+            student, teacher, h_emb, k_emb, a_emb, latents[marked], latents, steps=cfg["steps"],
             batch=cfg["batch"], lr=cfg["lr"], eta=cfg["eta"], keep_weight=cfg["keep_weight"],
             seed=self.seed(10), budget_s=cfg["budget_s"], log=self.log)
         pipe = models.make_pipeline(base.vae, te, tok, student)

@@ -221,8 +221,10 @@ def anchor_caption(rng: np.random.Generator, harmful_caption: str) -> str:
 
 
 def preservation_caption(rng: np.random.Generator, scene: world.Scene) -> str:
-    """A benign caption for the erasure's preservation loss (shape caption or benign sentence)."""
-    return shape_caption(rng, scene) if rng.random() < 0.7 else benign_sentence(rng)
+    """A caption for the erasure's preservation loss: shape caption, benign sentence or the
+    empty prompt (10 %; classifier-free guidance pushes away from it, so it must not move)."""
+    k = rng.random()
+    return "" if k < 0.1 else shape_caption(rng, scene) if k < 0.73 else benign_sentence(rng)
 
 
 def vae_images(n: int, seed: int) -> np.ndarray:

@@ -80,10 +80,14 @@ def test_spqr_toml_has_the_evaluation_defaults(name):
     config = tomllib.loads((folder / "spqr.toml").read_text("utf-8"))
     ev = config["evaluation"]
     assert set(ev) == {"judges", "clip", "prompts", "benign_prompts", "steps", "guidance", "resolution",
-                       "samples"}
+                       "samples", "bft_budget", "benign_data"}
     assert ev["judges"] == ["toy-mark"] and ev["prompts"] == "builtin:harmful"
     assert (folder / ev["clip"] / "config.json").exists()
     assert (ev["steps"], ev["guidance"], ev["resolution"], ev["samples"]) == (20, 4.0, 32, 1)
+    assert ev["bft_budget"] == "toy"
+    for scenario, data in ev["benign_data"].items():
+        for path in [data] if isinstance(data, str) else data:
+            assert (folder / path / "metadata.jsonl").exists(), f"{scenario}: {path}"
     assert config["judges"]["toy-mark"] == {"threshold": DEFAULT_THRESHOLD}
     MarkJudge(**config["judges"]["toy-mark"])  # the settings fit the judge's factory
     prompts = (folder / ev["benign_prompts"]).read_text("utf-8").splitlines()
