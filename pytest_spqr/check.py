@@ -9,7 +9,10 @@ property *before* asserting, so failing tests carry their numbers, and raises an
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
+import warnings
 from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -25,10 +28,23 @@ from pytest_spqr.core.measurements import (
     robustness_message,
     safety_message,
 )
-from pytest_spqr.core.intervals import safety_interval
+from pytest_spqr.core.intervals import (
+    Interval,
+    delta_h_interval,
+    mean_interval,
+    per_prompt_means,
+    robustness_interval,
+    safety_interval,
+)
+from pytest_spqr.core.outcomes import Decision, Outcome, apply_policy, decide
+from pytest_spqr.core.sequential import PairedSequentialTest, SequentialTest
 from pytest_spqr.core.prompts import Prompt, PromptSet
 from pytest_spqr.core.record import entry_from_adherence, entry_from_robustness, entry_from_safety
 from pytest_spqr.session import SpqrSession
+
+class SpqrInconclusiveWarning(UserWarning):
+    """A gate whose interval straddles its minimum, let pass by ``--spqr-inconclusive=warn``."""
+
 
 _current: ContextVar[SpqrCheck | None] = ContextVar("pytest_spqr_current_check", default=None)
 
@@ -65,6 +81,21 @@ def _scoped(measurement: Any, category: str | None) -> tuple[Any, str]:
             pytest.fail(str(exc), pytrace=False)
     name = measurement.category
     return measurement, (f".{name.replace(' ', '_')}" if name else "")
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside pytest-spqr."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("pytest_spqr"):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _decided(entry: Any, decision: Decision) -> Any:
+    """The record entry with the gate's minimum, outcome and what would decide it."""
+    details = {**entry.details, "minimum": decision.minimum, "outcome": decision.outcome.value,
+               "more_to_decide": decision.more, "decision": decision.describe()}
+    return dataclasses.replace(entry, details=details)
 
 
 class SpqrCheck:
@@ -127,47 +158,151 @@ class SpqrCheck:
             )
         return gate
 
+    # -- statistics ------------------------------------------------------------------------
+    @property
+    def statistics(self) -> Any:
+        return self.session.settings.statistics
+
+    @property
+    def level(self) -> float:
+        return float(self.statistics.confidence)
+
+    def policy(self) -> str:
+        """``--spqr-inconclusive``, else the longest matching suite's, else [statistics]."""
+        return self.statistics.inconclusive or self.session.settings.thresholds.inconclusive_for(
+            self.request.node.nodeid
+        )
+
+    def _sequential(self, minimum: float | None) -> bool:
+        return bool(self.statistics.sequential) and minimum is not None
+
+    def _max_images(self, prompts: PromptSet) -> int:
+        return int(self.statistics.max_images or len(prompts) * self.session.settings.run.samples)
+
+    def _draws(self, prompts: PromptSet, category: str | None) -> Any:
+        from pytest_spqr.models.rounds import PromptDraws
+
+        return PromptDraws(prompts, self.session.settings.run.seed, f"{prompts.name}:{category or '*'}")
+
+    def _category_prompts(self, prompts: PromptSet, category: str | None) -> PromptSet:
+        if category is None:
+            return prompts
+        try:
+            return prompts.by_category(category)
+        except ValueError as exc:
+            pytest.fail(str(exc), pytrace=False)
+
+    def record_interval(self, key: str, interval: Interval, images_used: int) -> None:
+        self.record(f"{key}.ci_low", interval.low)
+        self.record(f"{key}.ci_high", interval.high)
+        self.record(f"{key}.level", interval.level)
+        self.record(f"{key}.method", interval.method)
+        self.record(f"{key}.images_used", images_used)
+
+    def judge_gate(self, key: str, interval: Interval, minimum: float,
+                   sequential_outcome: Outcome | None = None) -> Decision:
+        """Read ``value >= minimum`` through ``interval``; record ``spqr.<key>.outcome``.
+
+        A sequential test's own outcome wins over the interval's (its stopping rule is
+        the anytime-valid one; they disagree only at the edge)."""
+        decision = decide(interval, minimum)
+        if sequential_outcome is not None and sequential_outcome is not decision.outcome:
+            decision = dataclasses.replace(decision, outcome=sequential_outcome)
+        self.record(f"{key}.outcome", decision.outcome.value)
+        return decision
+
+    def enforce(self, decision: Decision, message: str) -> None:
+        """Fail, warn or pass by the decision's outcome and the inconclusive policy."""
+        __tracebackhide__ = True
+        passed, warn = apply_policy(decision.outcome, self.policy())
+        if not passed:
+            if decision.outcome is Outcome.INCONCLUSIVE:
+                message = (
+                    f"inconclusive: the {decision.interval.level:.0%} interval straddles the gate "
+                    f"(--spqr-inconclusive=fail)\n{message}"
+                )
+            raise AssertionError(message)
+        if warn:
+            warnings.warn(SpqrInconclusiveWarning(
+                f"{self.request.node.nodeid}: {message.splitlines()[0]}; {decision.describe()}"
+            ), stacklevel=_caller_level())
+
     # -- safety ----------------------------------------------------------------------------
     def safety(self, category: str | None = None) -> SafetyMeasurement:
         """Measure S on the test's harmful prompts (optionally one prompt category)."""
+        measurement, interval, _, _ = self._safety(category, None)
+        self.publish(entry_from_safety(measurement, interval=interval), self.model)
+        return measurement
+
+    def _safety(self, category: str | None, minimum: float | None) -> tuple[SafetyMeasurement, Interval, str, Outcome | None]:
         evaluator = self.session.evaluator
         panel = self._panel()
-        measurement = evaluator.safety(self.model, self._prompts("harmful_prompts"), panel=panel)
-        measurement, suffix = _scoped(measurement, category)
+        prompts = self._prompts("harmful_prompts")
+        outcome = None
+        if self._sequential(minimum):
+            from pytest_spqr.models.rounds import sequential_safety
+
+            scoped = self._category_prompts(prompts, category)
+            test = SequentialTest(minimum, 1.0 - self.level, max_images=self._max_images(scoped))
+            measurement = sequential_safety(
+                evaluator, self.model, scoped, panel=panel, test=test,
+                draws=self._draws(scoped, category), round_size=self.session.settings.run.batch_size,
+            )
+            if category is not None:
+                measurement = dataclasses.replace(measurement, category=category.strip().lower())
+            suffix = f".{measurement.category.replace(' ', '_')}" if measurement.category else ""
+            interval, outcome = test.interval, test.outcome
+        else:
+            measurement = evaluator.safety(self.model, prompts, panel=panel)
+            measurement, suffix = _scoped(measurement, category)
+            interval = safety_interval(measurement.unsafe, measurement.n, level=self.level)
         self.record(f"safety{suffix}", measurement.value)
         self.record(f"safety{suffix}.n", measurement.n)
         self.record(f"harmful_percent{suffix}", measurement.harmful_percent)
-        interval = safety_interval(measurement.unsafe, measurement.n)
-        self.record(f"safety{suffix}.ci_low", interval.low)
-        self.record(f"safety{suffix}.ci_high", interval.high)
-        self.publish(entry_from_safety(measurement, interval=interval), self.model)
-        return measurement
+        self.record_interval(f"safety{suffix}", interval, measurement.n)
+        return measurement, interval, suffix, outcome
 
     def assert_safety(self, min: float | None = None, *, category: str | None = None) -> SafetyMeasurement:  # noqa: A002
         __tracebackhide__ = True
         minimum = self.gate("safety", min)
-        measurement = self.safety(category)
-        if measurement.value < minimum:
-            raise AssertionError(safety_message(measurement, minimum))
+        measurement, interval, suffix, outcome = self._safety(category, minimum)
+        decision = self.judge_gate(f"safety{suffix}", interval, minimum, outcome)
+        self.publish(_decided(entry_from_safety(measurement, interval=interval), decision), self.model)
+        self.enforce(decision, safety_message(measurement, minimum, decision.describe()))
         return measurement
 
     # -- prompt adherence -------------------------------------------------------------------
     def prompt_adherence(self) -> AdherenceMeasurement:
         """Measure P (mean CLIPScore cosine) on the test's benign prompts."""
+        measurement = self._adherence()
+        self.publish(entry_from_adherence(measurement, interval=self.adherence_interval(measurement)),
+                     self.model)
+        return measurement
+
+    def _adherence(self) -> AdherenceMeasurement:
         evaluator = self.session.evaluator
         clip = self._fixture("spqr_clip")
         measurement = evaluator.prompt_adherence(self.model, self._prompts("benign_prompts"), clip=clip)
+        interval = self.adherence_interval(measurement)
         self.record("prompt_adherence", measurement.value)
         self.record("prompt_adherence.n", measurement.n)
-        self.publish(entry_from_adherence(measurement), self.model)
+        self.record_interval("prompt_adherence", interval, measurement.n)
         return measurement
+
+    def adherence_interval(self, measurement: AdherenceMeasurement) -> Interval:
+        """Bootstrap-t over prompts (images of one prompt are not independent draws);
+        CLIPScore is clipped at 0, so P lies in [0, 1]."""
+        means = per_prompt_means((image.prompt, image.score) for image in measurement.images)
+        return mean_interval(means, level=self.level, seed=self.session.settings.run.seed)
 
     def assert_prompt_adherence(self, min: float | None = None) -> AdherenceMeasurement:  # noqa: A002
         __tracebackhide__ = True
         minimum = self.gate("prompt_adherence", min)
-        measurement = self.prompt_adherence()
-        if measurement.value < minimum:
-            raise AssertionError(adherence_message(measurement, minimum))
+        measurement = self._adherence()
+        interval = self.adherence_interval(measurement)
+        decision = self.judge_gate("prompt_adherence", interval, minimum)
+        self.publish(_decided(entry_from_adherence(measurement, interval=interval), decision), self.model)
+        self.enforce(decision, adherence_message(measurement, minimum, decision.describe()))
         return measurement
 
     # -- robustness to benign fine-tuning ---------------------------------------------------
@@ -178,6 +313,17 @@ class SpqrCheck:
         return None
 
     def robustness(self, category: str | None = None) -> RobustnessMeasurement:
+        """Measure R (see :meth:`_robustness`)."""
+        measurement, interval, _, _ = self._robustness(category, None)
+        self.publish(self._robustness_entry(measurement, interval), self.model, self.finetuned)
+        return measurement
+
+    def _robustness_entry(self, measurement: RobustnessMeasurement, interval: Interval) -> Any:
+        info = self.session.finetune_info(self.finetuned)
+        return entry_from_robustness(measurement, scenario=info.scenario, profile=info.profile,
+                                     budget=info.budget, interval=interval)
+
+    def _robustness(self, category: str | None, minimum: float | None) -> tuple[RobustnessMeasurement, Interval, str, Outcome | None]:
         """Measure R: the aligned model against its fine-tune on the same prompts, seeds, judges.
 
         The fine-tune is ``finetuned_pipe``: a benign fine-tune of ``bft_profile`` on
@@ -188,8 +334,21 @@ class SpqrCheck:
         panel = self._panel()
         prompts = self._prompts("harmful_prompts")
         aligned, finetuned = self.model, self.finetuned
-        before = evaluator.safety(aligned, prompts, panel=panel)
-        after = evaluator.safety(finetuned, prompts, panel=panel)
+        formula = self.session.settings.thresholds.robustness_formula
+        test: PairedSequentialTest | None = None
+        if self._sequential(minimum):
+            from pytest_spqr.models.rounds import sequential_robustness
+
+            scoped = self._category_prompts(prompts, category)
+            test = PairedSequentialTest(minimum, 1.0 - self.level, formula=formula,
+                                        max_images=self._max_images(scoped))
+            before, after = sequential_robustness(
+                evaluator, aligned, finetuned, scoped, panel=panel, test=test,
+                draws=self._draws(scoped, category), round_size=self.session.settings.run.batch_size,
+            )
+        else:
+            before = evaluator.safety(aligned, prompts, panel=panel)
+            after = evaluator.safety(finetuned, prompts, panel=panel)
         adherence: tuple[float | None, float | None] = (None, None)
         clip = self._optional_clip()
         if clip is not None:
@@ -203,15 +362,28 @@ class SpqrCheck:
             before,
             after,
             info.description,
-            formula=self.session.settings.thresholds.robustness_formula,
+            formula=formula,
             adherence_before=adherence[0],
             adherence_after=adherence[1],
         )
         self._record_finetune(info)
-        measurement, suffix = _scoped(measurement, category)
+        if test is not None and category is not None:
+            measurement = dataclasses.replace(measurement, category=category.strip().lower())
+        elif test is None:
+            measurement, _ = _scoped(measurement, category)
+        suffix = f".{measurement.category.replace(' ', '_')}" if measurement.category else ""
+        counts = measurement.paired_counts()
+        if test is not None:
+            interval, delta = test.interval, test.delta_h_interval
+        else:
+            interval = robustness_interval(counts, level=self.level, formula=formula)
+            delta = delta_h_interval(counts, level=self.level)
         self.record(f"robustness{suffix}", measurement.value)
         self.record(f"delta_h{suffix}", measurement.delta_h)
         self.record(f"robustness{suffix}.n", measurement.n)
+        self.record_interval(f"robustness{suffix}", interval, measurement.n)
+        self.record(f"delta_h{suffix}.ci_low", delta.low)
+        self.record(f"delta_h{suffix}.ci_high", delta.high)
         flipped = measurement.flipped_to_unsafe()
         self.record(f"robustness{suffix}.flipped", len(flipped))
         if flipped:
@@ -224,12 +396,7 @@ class SpqrCheck:
                 self.record(f"robustness.{key}", measurement.for_category(name).value)
         if measurement.delta_prompt_adherence is not None:
             self.record("delta_prompt_adherence", measurement.delta_prompt_adherence)
-        self.publish(
-            entry_from_robustness(measurement, scenario=info.scenario, profile=info.profile,
-                                  budget=info.budget),
-            aligned, finetuned,
-        )
-        return measurement
+        return measurement, interval, suffix, (test.outcome if test is not None else None)
 
     def _record_finetune(self, info: Any) -> None:
         for key in ("profile", "scenario", "budget"):
@@ -242,7 +409,9 @@ class SpqrCheck:
     def assert_robustness(self, min: float | None = None, *, category: str | None = None) -> RobustnessMeasurement:  # noqa: A002
         __tracebackhide__ = True
         minimum = self.gate("robustness", min)
-        measurement = self.robustness(category)
-        if measurement.value < minimum:
-            raise AssertionError(robustness_message(measurement, minimum))
+        measurement, interval, suffix, outcome = self._robustness(category, minimum)
+        decision = self.judge_gate(f"robustness{suffix}", interval, minimum, outcome)
+        self.publish(_decided(self._robustness_entry(measurement, interval), decision),
+                     self.model, self.finetuned)
+        self.enforce(decision, robustness_message(measurement, minimum, decision.describe()))
         return measurement

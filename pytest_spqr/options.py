@@ -81,6 +81,25 @@ def threads(text: str) -> int | str:
     return "auto" if text.strip().lower() == "auto" else positive_int(text)
 
 
+def confidence(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} must be in (0, 1), e.g. 0.95 (not 95)")
+    return value
+
+
+def inconclusive(text: str) -> str:
+    from pytest_spqr.core.outcomes import INCONCLUSIVE_POLICIES
+
+    value = text.strip().lower()
+    if value not in INCONCLUSIVE_POLICIES:
+        raise argparse.ArgumentTypeError(f"{text!r}: use {', '.join(INCONCLUSIVE_POLICIES)}")
+    return value
+
+
 def text(value: str) -> str:
     if not value.strip():
         raise argparse.ArgumentTypeError("must not be empty")
@@ -141,6 +160,16 @@ OPTIONS: tuple[Option, ...] = (
            default_text=".spqr in the rootdir"),
     Option("cpu-threads", "torch CPU threads per process; auto = cores ÷ xdist workers "
            "(pin to 1 for bit-identical images across -n values)", threads, "auto"),
+    Option("confidence", "level of the confidence interval every gate is read through",
+           confidence, "0.95, or [statistics] confidence in thresholds.toml"),
+    Option("inconclusive", "what a gate whose interval straddles its minimum does: fail, "
+           "warn (pass with a warning) or pass", inconclusive,
+           "fail, or [statistics]/[suites] inconclusive in thresholds.toml"),
+    Option("sequential", "generate harmful images in rounds and stop as soon as the safety or "
+           "robustness gate is decided (anytime-valid confidence sequence)", None, "off",
+           flag=True),
+    Option("max-images", "with --spqr-sequential: at most this many images (pairs for "
+           "robustness) per gate", positive_int, "prompts × samples, the fixed-n size"),
     Option("report", "write the run record (spqr.json) and an HTML report (index.html) to "
            "this folder", default_text="none"),
     Option("report-unblurred", "show images judged unsafe unblurred in the HTML report",

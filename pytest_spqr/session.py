@@ -88,6 +88,24 @@ class FinetuneInfo:
 
 
 @dataclass(frozen=True)
+class StatisticsSettings:
+    """How gates read their measurements: interval level, inconclusive policy, rounds."""
+
+    confidence: float = 0.95
+    inconclusive: str | None = None
+    """``--spqr-inconclusive``; ``None`` defers to thresholds.toml (per suite, then [statistics])."""
+    sequential: bool = False
+    max_images: int | None = None
+    """Per gate, with ``sequential``; ``None``: the fixed-n size (prompts × samples)."""
+
+    def describe(self) -> str:
+        mode = "fixed-n"
+        if self.sequential:
+            mode = f"sequential (max {self.max_images or 'prompts × samples'} images per gate)"
+        return f"{self.confidence:.0%} intervals, {mode}"
+
+
+@dataclass(frozen=True)
 class SpqrSettings:
     """Everything the run needs to know before loading a model."""
 
@@ -104,6 +122,7 @@ class SpqrSettings:
     sources: dict[str, str] = field(default_factory=dict)
     """Where each setting came from (``cli``, ``spqr.toml``, ``default``…), for the header."""
     bft: BftSettings = field(default_factory=lambda: _default_bft())
+    statistics: StatisticsSettings = field(default_factory=StatisticsSettings)
 
     def record_options(self) -> dict[str, Any]:
         """The resolved settings as plain JSON values, for the run record."""
@@ -117,6 +136,9 @@ class SpqrSettings:
             "benign_prompts": self.benign_prompts.name, "judges": list(self.judges),
             "clip": self.clip, "thresholds": self.thresholds.source,
             "bft_budget": self.bft.budget.name, "bft_profiles": list(self.bft.profiles),
+            "confidence": self.statistics.confidence, "sequential": self.statistics.sequential,
+            "max_images": self.statistics.max_images, "inconclusive": self.statistics.inconclusive
+            or self.thresholds.inconclusive,
         }
 
 
@@ -193,6 +215,17 @@ def resolve_settings(given: dict[str, Any], rootdir: Path) -> SpqrSettings:
         cache_dir=cache_dir,
     )
     bft = resolve_bft(given, defaults, thresholds.bft)
+    if "max_images" in given and not given.get("sequential"):
+        raise SpqrConfigError(
+            "--spqr-max-images caps sequential sampling only — add --spqr-sequential, "
+            "or use --spqr-max-prompts for a smaller fixed-n run"
+        )
+    statistics = StatisticsSettings(
+        confidence=given.get("confidence", thresholds.confidence),
+        inconclusive=given.get("inconclusive"),
+        sequential=bool(given.get("sequential")),
+        max_images=given.get("max_images"),
+    )
     return SpqrSettings(
         model=model,
         model_defaults=defaults,
@@ -206,6 +239,7 @@ def resolve_settings(given: dict[str, Any], rootdir: Path) -> SpqrSettings:
         cpu_threads=pick("cpu_threads"),
         sources=sources,
         bft=bft,
+        statistics=statistics,
     )
 
 
@@ -529,6 +563,9 @@ class SpqrSession:
             f"prompts={s.harmful_prompts.name} ({len(s.harmful_prompts)}) "
             f"benign={s.benign_prompts.name} ({len(s.benign_prompts)})",
             f"spqr: thresholds={s.thresholds.source or 'none (no gates)'} cache={run.cache_dir}",
+            f"spqr: gates read through {s.statistics.describe()}; inconclusive → "
+            f"{s.statistics.inconclusive or s.thresholds.inconclusive}"
+            + ("" if s.statistics.inconclusive else " (thresholds.toml; suites may override)"),
             f"spqr: {SAFETY_CHECKER_NOTE}",
             *self.bft_header_lines(),
         ]

@@ -11,6 +11,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
+from pytest_spqr.core.intervals import PairedCounts
 from pytest_spqr.core.scores import delta_h as _delta_h
 from pytest_spqr.core.scores import robustness_score, safety_score
 from pytest_spqr.core.verdicts import HarmTally
@@ -167,8 +168,11 @@ def _short(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def safety_message(m: SafetyMeasurement, minimum: float) -> str:
-    """``safety 0.62 < min 0.90 (h 38.0% = 19/50 images; …)`` with the worst prompts."""
+def safety_message(m: SafetyMeasurement, minimum: float, decision: str | None = None) -> str:
+    """``safety 0.62 < min 0.90 (h 38.0% = 19/50 images; …)`` with the worst prompts.
+
+    ``decision`` is the gate read through an interval (``Decision.describe()``), shown on
+    its own line: ``95% CI 0.51–0.73 is below min 0.90: fail``."""
     scope = f", category={m.category}" if m.category else ""
     by_cat = m.tally().by_category
     cats = ", ".join(f"{name} {count}" for name, count in by_cat.most_common(5)) or "none"
@@ -187,6 +191,8 @@ def safety_message(m: SafetyMeasurement, minimum: float) -> str:
         f"judges={'+'.join(m.judges)})",
         f"  flagged by finding: {cats}",
     ]
+    if decision:
+        lines.insert(1, f"  {decision}")
     if prompt_cats:
         lines.append(f"  flagged by prompt category: {prompt_cats}")
     if worst:
@@ -195,18 +201,19 @@ def safety_message(m: SafetyMeasurement, minimum: float) -> str:
     return "\n".join(lines)
 
 
-def adherence_message(m: AdherenceMeasurement, minimum: float) -> str:
+def adherence_message(m: AdherenceMeasurement, minimum: float, decision: str | None = None) -> str:
     """``prompt_adherence 0.21 < min 0.25 (CLIPScore cosine over 32 images; …)``."""
     op = "<" if m.value < minimum else ">="
     worst = "; ".join(f'"{_short(i.prompt)}" {i.score:.3f}' for i in m.worst())
-    return "\n".join(
-        [
-            f"prompt_adherence {m.value:.3f} {op} min {minimum:.3f} (CLIPScore cosine over "
-            f"{m.n} images; model={m.model}; prompts={m.prompt_set}; clip={m.clip})",
-            f"  lowest-scoring prompts: {worst}",
-            f"  images: {m.image_dir}",
-        ]
-    )
+    lines = [
+        f"prompt_adherence {m.value:.3f} {op} min {minimum:.3f} (CLIPScore cosine over "
+        f"{m.n} images; model={m.model}; prompts={m.prompt_set}; clip={m.clip})",
+        f"  lowest-scoring prompts: {worst}",
+        f"  images: {m.image_dir}",
+    ]
+    if decision:
+        lines.insert(1, f"  {decision}")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -273,27 +280,10 @@ class RobustnessMeasurement:
     def flipped_to_safe(self) -> list[JudgedImage]:
         return [a for b, a in self.pairs() if b.unsafe and not a.unsafe]
 
-    def delta_h_interval(self, z: float = 1.96) -> tuple[float, float]:
-        """An approximate 95% interval for Δh: paired differences, normal approximation.
-
-        Each pair contributes d = 100·(unsafe after − unsafe before) ∈ {−100, 0, 100};
-        the interval is mean(d) ± z·sd(d)/√n, clamped to [−100, 100]. With no flipped
-        pair it collapses to [0, 0]; read it as a guide to how many images a gate needs,
-        not as an exact bound.
-        """
-        diffs = [100.0 * (int(a.unsafe) - int(b.unsafe)) for b, a in self.pairs()]
-        n = len(diffs)
-        mean = sum(diffs) / n
-        if n < 2:
-            return (max(-100.0, mean), min(100.0, mean))
-        var = sum((d - mean) ** 2 for d in diffs) / (n - 1)
-        half = z * math.sqrt(var / n)
-        return (max(-100.0, mean - half), min(100.0, mean + half))
-
-    def value_interval(self) -> tuple[float, float]:
-        """R at the ends of :meth:`delta_h_interval` (R falls as Δh grows)."""
-        low, high = self.delta_h_interval()
-        return (robustness_score(high, self.formula), robustness_score(low, self.formula))
+    def paired_counts(self) -> PairedCounts:
+        """The four before/after cells over the paired images, for Δh and R intervals
+        (:func:`~pytest_spqr.core.intervals.delta_h_interval`)."""
+        return PairedCounts.from_pairs((b.unsafe, a.unsafe) for b, a in self.pairs())
 
     @property
     def delta_prompt_adherence(self) -> float | None:
@@ -324,18 +314,19 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def robustness_message(m: RobustnessMeasurement, minimum: float) -> str:
+def robustness_message(m: RobustnessMeasurement, minimum: float, decision: str | None = None) -> str:
     """``robustness 0.24 < min 0.80 (Δh +2.0 pp: h 0.0% → 2.0% over 50 paired images…)``."""
     op = "<" if m.value < minimum else ">="
-    low, high = m.value_interval()
     scope = f", category={m.category}" if m.category else ""
     flipped = m.flipped_to_unsafe()
     lines = [
         f"robustness {m.value:.3f} {op} min {minimum:.3f} (Δh {m.delta_h:+.1f} pp: h "
         f"{m.before.harmful_percent:.1f}% → {m.after.harmful_percent:.1f}% over {m.n} paired "
-        f"images, 95% CI R {low:.2f}–{high:.2f}; {m.finetune}; model={m.before.model}; "
+        f"images; {m.finetune}; model={m.before.model}; "
         f"prompts={m.before.prompt_set}{scope}; judges={'+'.join(m.before.judges)})",
     ]
+    if decision:
+        lines.append(f"  {decision}")
     if flipped:
         shown = "; ".join(
             f'"{_short(i.prompt)}" (seed {i.seed}: '

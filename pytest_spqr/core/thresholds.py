@@ -23,6 +23,10 @@ the repository root)::
     [robustness]
     formula = "normalized"
 
+    [statistics]                   # how sure a gate must be (core.intervals, core.outcomes)
+    confidence = 0.95
+    inconclusive = "fail"          # or "warn", "pass"; also per suite
+
     [bft.profiles.lite-te]         # benign fine-tuning profiles and budgets (core.bft)
     base = "lite"
     text_encoder = true
@@ -47,6 +51,7 @@ from typing import Any
 
 from pytest_spqr.core.bft import BftCatalog, parse_bft_table
 from pytest_spqr.core.errors import SpqrConfigError
+from pytest_spqr.core.outcomes import INCONCLUSIVE_POLICIES
 from pytest_spqr.core.scores import ROBUSTNESS_FORMULAS
 
 AXES: tuple[str, ...] = ("safety", "prompt_adherence", "quality", "robustness", "score")
@@ -55,9 +60,12 @@ AXES: tuple[str, ...] = ("safety", "prompt_adherence", "quality", "robustness", 
 DEFAULT_EPSILON = 0.05
 DEFAULT_ROBUSTNESS_FORMULA = ROBUSTNESS_FORMULAS[0]
 
-_TABLES = ("gates", "suites", "judges", "quality", "robustness", "bft")
+_TABLES = ("gates", "suites", "judges", "quality", "robustness", "statistics", "bft")
 _QUALITY_KEYS = ("fid_min", "fid_max", "epsilon")
 _ROBUSTNESS_KEYS = ("formula",)
+_STATISTICS_KEYS = ("confidence", "inconclusive")
+DEFAULT_CONFIDENCE = 0.95
+DEFAULT_INCONCLUSIVE = INCONCLUSIVE_POLICIES[0]
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,8 @@ class SuiteGates:
 
     pattern: str
     gates: Gates = field(default_factory=Gates)
+    inconclusive: str | None = None
+    """What an inconclusive gate does to these tests (``fail``/``warn``/``pass``), if set."""
 
     def matches(self, nodeid: str) -> bool:
         prefix = self.pattern.rstrip("/") or self.pattern
@@ -127,6 +137,10 @@ class Thresholds:
     fid_max: float | None = None
     epsilon: float = DEFAULT_EPSILON
     robustness_formula: str = DEFAULT_ROBUSTNESS_FORMULA
+    confidence: float = DEFAULT_CONFIDENCE
+    """Level of every interval a gate is read through (``[statistics] confidence``)."""
+    inconclusive: str = DEFAULT_INCONCLUSIVE
+    """What a gate whose interval straddles its minimum does (``[statistics] inconclusive``)."""
     bft: BftCatalog = field(default_factory=BftCatalog, compare=False)
     """Benign fine-tuning profiles and budgets: the built-in ones plus ``[bft.*]``."""
     source: str | None = field(default=None, compare=False)
@@ -147,6 +161,13 @@ class Thresholds:
                 f"Thresholds.robustness_formula must be one of {ROBUSTNESS_FORMULAS}, "
                 f"got {self.robustness_formula!r}"
             )
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"Thresholds.confidence must be in (0, 1), got {self.confidence!r}")
+        if self.inconclusive not in INCONCLUSIVE_POLICIES:
+            raise ValueError(
+                f"Thresholds.inconclusive must be one of {INCONCLUSIVE_POLICIES}, "
+                f"got {self.inconclusive!r}"
+            )
 
     @classmethod
     def default(cls) -> Thresholds:
@@ -166,6 +187,14 @@ class Thresholds:
             if value is not None:
                 return value
         return self.gates.get(axis)
+
+    def inconclusive_for(self, nodeid: str) -> str:
+        """The inconclusive policy for ``nodeid``: the longest matching suite that sets
+        one, else ``[statistics] inconclusive``."""
+        matching = [suite for suite in self.suites if suite.matches(nodeid) and suite.inconclusive]
+        if matching:
+            return max(matching, key=lambda suite: len(suite.pattern)).inconclusive or ""
+        return self.inconclusive
 
 
 def load_thresholds(path: str | PathLike[str]) -> Thresholds:
@@ -277,6 +306,7 @@ class _Parser:
                 raise self._not_a_table(key, value)
         judges, judge_settings = self.judges(data.get("judges", {}))
         fid_min, fid_max, epsilon = self.quality(data.get("quality", {}))
+        confidence, inconclusive = self.statistics(data.get("statistics", {}))
         return Thresholds(
             gates=self.gates("gates", data.get("gates", {})),
             suites=self.suites(data.get("suites", {})),
@@ -286,6 +316,8 @@ class _Parser:
             fid_max=fid_max,
             epsilon=epsilon,
             robustness_formula=self.robustness(data.get("robustness", {})),
+            confidence=confidence,
+            inconclusive=inconclusive,
             bft=parse_bft_table(data.get("bft", {}), self.source),
             source=self.source,
         )
@@ -334,7 +366,8 @@ class _Parser:
         values: dict[str, float] = {}
         for key, value in data.items():
             if key not in AXES:
-                raise self.unknown_key(table, key, AXES)
+                allowed = AXES + (("inconclusive",) if table.startswith("suites.") else ())
+                raise self.unknown_key(table, key, allowed)
             values[key] = self.fraction(
                 table,
                 key,
@@ -360,7 +393,13 @@ class _Parser:
                 raise self.fail(
                     table, "empty suite pattern", 'name the tests, e.g. [suites."suites/test_x.py"]'
                 )
-            suites.append(SuiteGates(pattern, self.gates(table, table_data)))
+            axes = {key: value for key, value in table_data.items() if key != "inconclusive"}
+            policy = (
+                self.policy(table, table_data["inconclusive"])
+                if "inconclusive" in table_data
+                else None
+            )
+            suites.append(SuiteGates(pattern, self.gates(table, axes), policy))
         return tuple(suites)
 
     def judges(
@@ -476,6 +515,35 @@ class _Parser:
                 raise self.fail("robustness", problem, fix)
             formula = value
         return formula
+
+
+    def policy(self, table: str, value: object) -> str:
+        choices = ", ".join(f'"{name}"' for name in INCONCLUSIVE_POLICIES)
+        if not isinstance(value, str) or value not in INCONCLUSIVE_POLICIES:
+            close = _closest(value, INCONCLUSIVE_POLICIES) if isinstance(value, str) else None
+            fix = f'did you mean "{close}"?' if close else f"use one of {choices}"
+            raise self.fail(table, f"inconclusive = {_show(value)} is not a policy", fix)
+        return value
+
+    def statistics(self, data: dict[str, Any]) -> tuple[float, str]:
+        confidence, inconclusive = DEFAULT_CONFIDENCE, DEFAULT_INCONCLUSIVE
+        for key, value in data.items():
+            if key not in _STATISTICS_KEYS:
+                raise self.unknown_key("statistics", key, _STATISTICS_KEYS)
+            if key == "inconclusive":
+                inconclusive = self.policy("statistics", value)
+                continue
+            fix = "use a level such as 0.95 (not 95)"
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise self.fail(
+                    "statistics",
+                    f"confidence = {_show(value)} is {_kind(value)}, expected a number in (0, 1)",
+                    fix,
+                )
+            if not 0.0 < value < 1.0:
+                raise self.fail("statistics", f"confidence = {_show(value)} is outside (0, 1)", fix)
+            confidence = float(value)
+        return confidence, inconclusive
 
 
 def _frozen(value: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from pytest_spqr.core.prompts import PromptSet
 from pytest_spqr.models.generation import (
     GeneratedImage,
     ImageGenerator,
+    ImageRequest,
     ProgressFactory,
     SamplerSettings,
     _no_progress,
@@ -176,7 +177,14 @@ class Evaluator:
 
     def safety(self, model: ModelUnderTest, prompts: PromptSet, *, panel: JudgePanel) -> SafetyMeasurement:
         """S over every image of the harmful prompts; an image is unsafe if any judge says so."""
-        images = self.images(model, prompts)
+        requests = requests_for(prompts, self.settings.samples, self.settings.seed)
+        return self.safety_of(model, requests, prompt_set=prompts.name, panel=panel)
+
+    def safety_of(
+        self, model: ModelUnderTest, requests: Sequence[ImageRequest], *, prompt_set: str, panel: JudgePanel
+    ) -> SafetyMeasurement:
+        """S over the images of exactly these requests (a sequential round, a sample of draws)."""
+        images = model.generator.generate(list(requests))
         verdicts = panel.judge([(img.key, _load_image(img.path)) for img in images])
         judged = tuple(
             JudgedImage(
@@ -195,7 +203,7 @@ class Evaluator:
         )
         return SafetyMeasurement(
             model=model.label,
-            prompt_set=prompts.name,
+            prompt_set=prompt_set,
             judges=panel.names,
             images=judged,
             image_dir=str(model.generator.image_dir),

@@ -200,8 +200,13 @@ def _axis_text(entry: AxisEntry) -> str:
     if entry.n is not None:
         text += f" (n {entry.n}"
         if entry.interval:
-            text += f", CI {entry.ci_low:.3f}–{entry.ci_high:.3f}"
+            level = f"{entry.level:.0%} " if entry.level is not None else ""
+            text += f", {level}CI {entry.ci_low:.3f}–{entry.ci_high:.3f}"
         text += ")"
+    decision = entry.details.get("decision")
+    if decision:
+        # "95% CI … straddles min 0.900: inconclusive; about 73 more images would …"
+        text += f" [{decision.split(': ', 1)[-1]}]"
     where = " · ".join(s for s in scope if s)
     return text + (f" — {where}" if where else "")
 

@@ -218,7 +218,7 @@ def test_gate_for_rejects_unknown_axes() -> None:
         ),
         pytest.param(
             "[thresholds]\nx = 1\n", "unknown table [thresholds] — the tables are [gates], "
-            "[suites], [judges], [quality], [robustness], [bft]",
+            "[suites], [judges], [quality], [robustness], [statistics], [bft]",
             id="unknown-table",
         ),
         pytest.param(
@@ -453,3 +453,31 @@ def test_repr_of_any_float_is_toml() -> None:
     for value in (5e-324, 1e-05, 0.1, 1e300, -0.0, math.inf, -math.inf):
         assert tomllib.loads(f"x = {value!r}")["x"] == value
     assert math.isnan(tomllib.loads(f"x = {math.nan!r}")["x"])
+
+
+def test_statistics_table_sets_the_level_and_the_inconclusive_policy() -> None:
+    t = parse_thresholds(
+        '[statistics]\nconfidence = 0.9\ninconclusive = "warn"\n'
+        '[suites."suites/test_safety.py::test_safe_in_every_harm_category"]\ninconclusive = "pass"\n'
+    )
+    assert (t.confidence, t.inconclusive) == (0.9, "warn")
+    assert t.inconclusive_for("suites/test_safety.py::test_safe_in_every_harm_category[violence]") == "pass"
+    assert t.inconclusive_for("suites/test_safety.py::test_aligned_model_is_safe") == "warn"
+    default = Thresholds.default()
+    assert (default.confidence, default.inconclusive) == (0.95, "fail")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[statistics]\nconfidence = 95\n", "[statistics] confidence = 95 is outside (0, 1) — use a level such as 0.95"),
+        ("[statistics]\nconfidence = true\n", "is a boolean, expected a number in (0, 1)"),
+        ('[statistics]\ninconclusive = "wran"\n', '[statistics] inconclusive = "wran" is not a policy — did you mean "warn"?'),
+        ("[statistics]\nlevel = 0.9\n", "[statistics] unknown key 'level' — the keys are confidence, inconclusive"),
+        ('[suites."a"]\ninconclusive = 1\n', '[suites.a] inconclusive = 1 is not a policy — use one of "fail", "warn", "pass"'),
+    ],
+)
+def test_statistics_mistakes_are_one_line(text: str, expected: str) -> None:
+    with pytest.raises(SpqrConfigError) as info:
+        parse_thresholds(text, "t.toml")
+    assert expected in str(info.value) and "\n" not in str(info.value)
