@@ -5,14 +5,15 @@
     spqr report RUN.json [-o DIR] [--unblurred]      re-render DIR/index.html
     spqr compare A.json B.json [--fail-on-flip]      per-axis deltas and flipped prompts
     spqr leaderboard RUN.json... [--format md|csv|html|text] [-o FILE]
+    spqr cache info [--cache-dir DIR]                 entries and bytes per kind and model
+    spqr cache prune [--older-than DAYS] [--model FP] [--kind K] [--dry-run]
 
 ``RUN.json`` may also be a report directory holding ``spqr.json``. A bad or foreign file
 is one line on stderr (``spqr: error: <file>: <problem> — <fix>``) and exit status 2,
 like a usage error. ``spqr compare --fail-on-flip`` exits 1 when a prompt flipped
 safe → unsafe.
 
-New commands go in :data:`COMMANDS` (``spqr cache info|prune`` is planned with the
-shared cache): a name, a function adding the sub-parser's arguments, and a function
+New commands go in :data:`COMMANDS`: a name, a function adding the sub-parser's arguments, and a function
 running it that returns the exit status.
 """
 
@@ -105,6 +106,61 @@ def _run_leaderboard(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_cache(p: argparse.ArgumentParser) -> None:
+    from pytest_spqr.models.cache_admin import KINDS
+
+    p.add_argument("action", choices=("info", "prune"), help="info: what the cache holds; "
+                   "prune: delete entries (whole entries, never half of one)")
+    p.add_argument("--cache-dir", default=".spqr", metavar="DIR",
+                   help="the cache (pytest's --spqr-cache-dir; default .spqr)")
+    p.add_argument("--older-than", type=float, metavar="DAYS",
+                   help="prune: entries last written more than DAYS days ago")
+    p.add_argument("--model", metavar="FINGERPRINT",
+                   help="prune: entries of models whose fingerprint starts with this (see info)")
+    p.add_argument("--kind", choices=KINDS, action="append",
+                   help="prune: only this kind (repeatable; default: all)")
+    p.add_argument("--dry-run", action="store_true", help="prune: say what would go, delete nothing")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"  # pragma: no cover
+
+
+def _run_cache(args: argparse.Namespace) -> int:
+    import time
+
+    from pytest_spqr.models import cache_admin
+
+    root = Path(args.cache_dir)
+    try:
+        if args.action == "info":
+            summary = cache_admin.summarize(root)
+            print(f"cache {root}")
+            for kind, (n, size) in summary.totals().items():
+                print(f"  {kind:<10} {n:>7} entries  {_size(size):>9}")
+            for g in summary.groups:
+                if g.kind in ("images", "finetunes"):
+                    age = (time.time() - g.newest) / 86400
+                    shown = ", ".join(sorted(x for x in g.labels if x))
+                    label = f"  {shown[:90]}" if shown else ""
+                    print(f"    {g.kind:<10} {g.group[:16]:<16} {g.entries:>6}  {_size(g.bytes):>9}  "
+                          f"newest {age:.1f} d ago{label}")
+            return EXIT_OK
+        kinds = tuple(args.kind) if args.kind else cache_admin.KINDS
+        count, size = cache_admin.prune(root, older_than_days=args.older_than, group=args.model,
+                                        kinds=kinds, dry_run=args.dry_run)
+        verb = "would delete" if args.dry_run else "deleted"
+        print(f"{verb} {count} entries ({_size(size)}) from {root}")
+        return EXIT_OK
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"spqr: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
                           Callable[[argparse.Namespace], int]]] = {
     "report": ("re-render the HTML report of a run record", _add_report, _run_report),
@@ -112,7 +168,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
                 _add_compare, _run_compare),
     "leaderboard": ("the leaderboard of one or more run records (Table 1 layout)",
                     _add_leaderboard, _run_leaderboard),
-    # "cache": ("inspect or prune the image and fine-tune cache", ...),  planned
+    "cache": ("inspect or prune the image, verdict and fine-tune cache", _add_cache, _run_cache),
 }
 
 

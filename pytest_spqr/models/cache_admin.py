@@ -1,0 +1,175 @@
+"""What the cache holds, and pruning it: the logic behind ``spqr cache info|prune``.
+
+The cache directory (``--spqr-cache-dir``, default ``.spqr``) has one folder per kind:
+``images/<model fingerprint>/`` (PNG + JSON sidecar per image), ``verdicts/<judge key>/``
+(one JSON per image and judge), ``finetunes/<key>/`` (a benign fine-tune: weights +
+``bft.json``) and ``fid/`` (reference statistics). An *entry* is what one key names: an
+image's sidecar and blob, a verdict file, a fine-tune folder. Pruning deletes whole
+entries, sidecar first, so a concurrent reader sees an entry or nothing, never half of
+one (a reader that finds a sidecar without its blob recomputes it: see
+:mod:`pytest_spqr.models.store`). Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KINDS: tuple[str, ...] = ("images", "verdicts", "finetunes", "fid")
+
+
+@dataclass
+class Entry:
+    """One cache entry: its kind, group (model or judge key), files and last write time."""
+
+    kind: str
+    group: str
+    files: list[Path]
+    mtime: float
+    folder: Path | None = None
+    """A fine-tune entry is a whole folder."""
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.files if f.exists())
+
+    def delete(self) -> None:
+        if self.folder is not None:
+            # the record first: without bft.json the folder is no longer an entry
+            (self.folder / "bft.json").unlink(missing_ok=True)
+            shutil.rmtree(self.folder, ignore_errors=True)
+            return
+        for f in sorted(self.files, key=lambda p: p.suffix != ".json"):  # sidecar first
+            f.unlink(missing_ok=True)
+
+
+@dataclass
+class GroupSummary:
+    """Entries of one kind and group: images of one model, verdicts of one judge setting,
+    fine-tunes of one aligned model (by fingerprint)."""
+
+    kind: str
+    group: str
+    labels: set[str] = field(default_factory=set)
+    entries: int = 0
+    bytes: int = 0
+    newest: float = 0.0
+
+
+@dataclass
+class CacheSummary:
+    root: Path
+    groups: list[GroupSummary] = field(default_factory=list)
+
+    def totals(self) -> dict[str, tuple[int, int]]:
+        """Entries and bytes per kind."""
+        out: dict[str, tuple[int, int]] = {}
+        for g in self.groups:
+            entries, size = out.get(g.kind, (0, 0))
+            out[g.kind] = (entries + g.entries, size + g.bytes)
+        return out
+
+
+def _image_entries(folder: Path) -> Iterator[Entry]:
+    for group in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for sidecar in sorted(group.rglob("*.json")):
+            blobs = [p for p in sidecar.parent.glob(sidecar.stem + ".*") if p != sidecar]
+            files = [sidecar, *blobs]
+            yield Entry("images", group.name, files, max(f.stat().st_mtime for f in files))
+
+
+def _file_entries(folder: Path, kind: str) -> Iterator[Entry]:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not path.name.startswith(".") and path.suffix != ".lock":
+            group = path.relative_to(folder).parts[0] if len(path.relative_to(folder).parts) > 1 else ""
+            yield Entry(kind, group, [path], path.stat().st_mtime)
+
+
+def _finetune_entries(folder: Path) -> Iterator[Entry]:
+    for entry in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = [p for p in entry.rglob("*") if p.is_file()]
+        if not files:
+            continue
+        group = entry.name
+        try:
+            group = json.loads((entry / "bft.json").read_text("utf-8")).get("aligned_fingerprint", group)
+        except (OSError, ValueError):
+            pass
+        yield Entry("finetunes", group, files, max(f.stat().st_mtime for f in files), folder=entry)
+
+
+def entries(root: Path, kinds: tuple[str, ...] = KINDS) -> Iterator[Entry]:
+    """Every entry under ``root`` of the given kinds."""
+    for kind in kinds:
+        folder = root / kind
+        if not folder.is_dir():
+            continue
+        if kind == "images":
+            yield from _image_entries(folder)
+        elif kind == "finetunes":
+            yield from _finetune_entries(folder)
+        else:
+            yield from _file_entries(folder, kind)
+
+
+def _label(entry: Entry) -> str:
+    if entry.kind == "images":
+        try:
+            payload = json.loads(entry.files[0].read_text("utf-8")).get("payload", {})
+            return str(payload.get("model", ""))
+        except (OSError, ValueError):
+            return ""
+    if entry.kind == "finetunes" and entry.folder is not None:
+        try:
+            record = json.loads((entry.folder / "bft.json").read_text("utf-8"))
+            profile = record.get("profile", {})
+            name = profile.get("name", "") if isinstance(profile, dict) else str(profile)
+            return f"{name} on {record.get('dataset', {}).get('name', '')}".strip()
+        except (OSError, ValueError, AttributeError):
+            return ""
+    return ""
+
+
+def summarize(root: Path) -> CacheSummary:
+    """Entries, bytes and newest write per kind and group (model, judge, fine-tune base)."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no cache here — pass --cache-dir (the pytest run's --spqr-cache-dir)")
+    summary = CacheSummary(root)
+    index: dict[tuple[str, str], GroupSummary] = {}
+    for entry in entries(root):
+        g = index.get((entry.kind, entry.group))
+        if g is None:
+            g = index[(entry.kind, entry.group)] = GroupSummary(entry.kind, entry.group)
+            summary.groups.append(g)
+        if entry.kind == "finetunes" or not g.labels:  # an image group is one model
+            g.labels.add(_label(entry))
+        g.entries += 1
+        g.bytes += entry.bytes
+        g.newest = max(g.newest, entry.mtime)
+    return summary
+
+
+def prune(root: Path, *, older_than_days: float | None = None, group: str | None = None,
+          kinds: tuple[str, ...] = KINDS, dry_run: bool = False) -> tuple[int, int]:
+    """Delete entries last written more than ``older_than_days`` ago and/or of groups whose
+    name starts with ``group`` (a model fingerprint prefix); returns (entries, bytes)."""
+    if older_than_days is None and group is None:
+        raise ValueError("say what to prune: --older-than DAYS and/or --model FINGERPRINT")
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no cache here — pass --cache-dir (the pytest run's --spqr-cache-dir)")
+    cutoff = time.time() - older_than_days * 86400 if older_than_days is not None else None
+    count = size = 0
+    for entry in list(entries(root, kinds)):
+        if cutoff is not None and entry.mtime >= cutoff:
+            continue
+        if group is not None and not entry.group.startswith(group):
+            continue
+        count += 1
+        size += entry.bytes
+        if not dry_run:
+            entry.delete()
+    return count, size
