@@ -15,8 +15,10 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "assert_prompt_adherence",
+    "assert_quality",
     "assert_robustness",
     "assert_safety",
+    "assert_spqr",
     "quality_score",
     "robustness_score",
     "safety_score",
@@ -27,7 +29,8 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # The assertions need pytest; importing them lazily keeps `pytest_spqr.core`
     # usable where pytest and torch are absent.
-    if name in ("assert_safety", "assert_prompt_adherence", "assert_robustness"):
+    if name in ("assert_safety", "assert_prompt_adherence", "assert_quality", "assert_robustness",
+                "assert_spqr"):
         from pytest_spqr import assertions
 
         return getattr(assertions, name)

@@ -21,25 +21,38 @@ import pytest
 
 from pytest_spqr.core.errors import SpqrConfigError
 from pytest_spqr.core.measurements import (
+    SPQR_AXES,
     AdherenceMeasurement,
+    QualityMeasurement,
     RobustnessMeasurement,
     SafetyMeasurement,
+    SpqrMeasurement,
     adherence_message,
+    quality_message,
     robustness_message,
     safety_message,
+    spqr_message,
 )
 from pytest_spqr.core.intervals import (
     Interval,
+    bonferroni_level,
     delta_h_interval,
     mean_interval,
     per_prompt_means,
     robustness_interval,
     safety_interval,
+    spqr_interval_from_axes,
 )
 from pytest_spqr.core.outcomes import Decision, Outcome, apply_policy, decide
 from pytest_spqr.core.sequential import PairedSequentialTest, SequentialTest
 from pytest_spqr.core.prompts import Prompt, PromptSet
-from pytest_spqr.core.record import entry_from_adherence, entry_from_robustness, entry_from_safety
+from pytest_spqr.core.record import (
+    entry_from_adherence,
+    entry_from_axis,
+    entry_from_quality,
+    entry_from_robustness,
+    entry_from_safety,
+)
 from pytest_spqr.session import SpqrSession
 
 class SpqrInconclusiveWarning(UserWarning):
@@ -96,6 +109,19 @@ def _decided(entry: Any, decision: Decision) -> Any:
     details = {**entry.details, "minimum": decision.minimum, "outcome": decision.outcome.value,
                "more_to_decide": decision.more, "decision": decision.describe()}
     return dataclasses.replace(entry, details=details)
+
+
+def _point_interval(value: float, n: int, level: float) -> Interval:
+    """A degenerate interval at ``value``: FID has no cheap interval, so Q is gated on its
+    point estimate (method ``point``)."""
+    return Interval(estimate=value, low=value, high=value, level=level, n=n, method="point")
+
+
+def _point_clause(decision: Decision, digits: int = 3) -> str:
+    """The gate clause for a point estimate (no interval to show)."""
+    verdict = "clears" if decision.outcome is Outcome.PASS else "is below"
+    return (f"point estimate {decision.interval.estimate:.{digits}f} (no interval for FID) "
+            f"{verdict} min {decision.minimum:.{digits}f}: {decision.outcome}")
 
 
 class SpqrCheck:
@@ -414,4 +440,180 @@ class SpqrCheck:
         self.publish(_decided(self._robustness_entry(measurement, interval), decision),
                      self.model, self.finetuned)
         self.enforce(decision, robustness_message(measurement, minimum, decision.describe()))
+        return measurement
+
+    # -- quality ----------------------------------------------------------------------------
+    def quality(self) -> QualityMeasurement:
+        """Measure Q: the FID of the benign-prompt images against the reference images."""
+        measurement = self._quality()
+        interval = _point_interval(measurement.value, measurement.n, self.level)
+        self.publish(self._quality_entry(measurement, interval), self.model)
+        return measurement
+
+    def _quality(self) -> QualityMeasurement:
+        """Generate (or reuse) the benign-prompt images, FID against the reference folder,
+        Q from the bounds. Skips without reference images; fails without bounds."""
+        settings = self.session.settings.quality
+        if settings.reference_images is None:
+            pytest.skip("no reference images for FID: pass --spqr-reference-images=DIR or set "
+                        "[evaluation] reference_images in the model's spqr.toml")
+        if settings.fid_min is None or settings.fid_max is None:
+            where = self.session.settings.thresholds.source or "thresholds.toml"
+            pytest.fail(
+                f"no FID bounds for quality: set [quality] fid_min and fid_max in {where}, or in "
+                f"the model's spqr.toml (bounds depend on the FID feature, here "
+                f"{settings.fid_feature})",
+                pytrace=False,
+            )
+        try:
+            measurement = self.session.evaluator.quality(
+                self.model, self._prompts("benign_prompts"), scorer=self.session.fid_scorer(),
+                fid_min=settings.fid_min, fid_max=settings.fid_max, epsilon=settings.epsilon,
+                feature=settings.fid_feature,
+            )
+        except SpqrConfigError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        except ValueError as exc:  # fewer than 2 generated images
+            pytest.fail(f"quality: {exc} — use more benign prompts or --spqr-samples", pytrace=False)
+        self.record("quality", measurement.value)
+        self.record("fid", measurement.fid)
+        self.record("quality.n", measurement.n)
+        self.record("fid.n_reference", measurement.n_reference)
+        interval = _point_interval(measurement.value, measurement.n, self.level)
+        self.record_interval("quality", interval, measurement.n)
+        return measurement
+
+    def _quality_entry(self, m: QualityMeasurement, interval: Interval) -> Any:
+        return entry_from_quality(
+            m.value, m.fid, m.n, model=m.model, fid_min=m.fid_min, fid_max=m.fid_max,
+            epsilon=m.epsilon, interval=interval,
+            details={"n_reference": m.n_reference, "feature": m.feature,
+                     "feature_identity": m.feature_identity, "reference_dir": m.reference_dir,
+                     "stable": m.stable, "prompt_set": m.prompt_set, "image_dir": m.image_dir},
+        )
+
+    def _quality_decision(self, entry: Any, decision: Decision) -> Any:
+        entry = _decided(entry, decision)
+        return dataclasses.replace(entry, details={**entry.details, "decision": _point_clause(decision)})
+
+    def assert_quality(self, min: float | None = None) -> QualityMeasurement:  # noqa: A002
+        __tracebackhide__ = True
+        minimum = self.gate("quality", min)
+        measurement = self._quality()
+        interval = _point_interval(measurement.value, measurement.n, self.level)
+        decision = self.judge_gate("quality", interval, minimum)
+        self.publish(self._quality_decision(self._quality_entry(measurement, interval), decision),
+                     self.model)
+        self.enforce(decision, quality_message(measurement, minimum, _point_clause(decision)))
+        return measurement
+
+    # -- SPQR, the harmonic mean of the four axes ----------------------------------------------
+    def spqr(self) -> SpqrMeasurement:
+        """Measure S, P, Q and R (R needs a fine-tune, as for :meth:`robustness`) and SPQR."""
+        measurement, _, axes, _ = self._spqr()
+        for axis in SPQR_AXES:
+            entry, models = axes[axis][1:]
+            self.publish(entry, *models)
+        entry, models = axes["score"][1:]
+        self.publish(entry, *models)
+        return measurement
+
+    def _spqr(self) -> tuple[SpqrMeasurement, Interval, dict[str, tuple[Interval, Any, tuple[Any, ...]]], str]:
+        """Every axis measured and recorded as its own assertion would (fixed-n), then SPQR.
+
+        SPQR's interval is conservative (:func:`spqr_interval_from_axes`): S, P and R at the
+        Bonferroni level for four axes, Q's point value taken as exact. Returns the
+        measurement, that interval, per axis (and ``score``) its interval at the run's
+        level, its record entry and the models behind it, and a line showing the per-axis
+        intervals the score's rests on (which axis makes it wide).
+        """
+        safety, s_interval, _, _ = self._safety(None, None)
+        adherence = self._adherence()
+        p_interval = self.adherence_interval(adherence)
+        quality = self._quality()
+        q_interval = _point_interval(quality.value, quality.n, self.level)
+        robustness, r_interval, _, _ = self._robustness(None, None)
+        measurement = SpqrMeasurement(safety, adherence, quality, robustness)
+
+        joint = bonferroni_level(self.level, 4)
+        formula = self.session.settings.thresholds.robustness_formula
+        s_joint = safety_interval(safety.unsafe, safety.n, level=joint)
+        p_joint = mean_interval(
+            per_prompt_means((image.prompt, image.score) for image in adherence.images),
+            level=joint, seed=self.session.settings.run.seed,
+        )
+        r_joint = robustness_interval(robustness.paired_counts(), level=joint, formula=formula)
+        interval = spqr_interval_from_axes(s_joint, p_joint, quality.value, r_joint)
+        joint_line = (
+            f"from {s_joint.level:.2%} intervals per axis: S {s_joint.low:.3f}–{s_joint.high:.3f}, "
+            f"P {p_joint.low:.3f}–{p_joint.high:.3f}, Q {quality.value:.3f} (point, taken as "
+            f"exact), R {r_joint.low:.3f}–{r_joint.high:.3f}"
+        )
+        self.record("score", measurement.value)
+        self.record("score.weakest", measurement.weakest())
+        self.record_interval("score", interval, interval.n)
+
+        aligned, finetuned = self.model, self.finetuned
+        info = self.session.finetune_info(finetuned)
+        score_entry = entry_from_axis(
+            "score", measurement.value, interval.n, model=safety.model, scenario=info.scenario,
+            profile=info.profile, interval=interval,
+            details={**measurement.axes, "weakest": measurement.weakest(), "fid": quality.fid,
+                     "finetune": info.description},
+        )
+        axes = {
+            "safety": (s_interval, entry_from_safety(safety, interval=s_interval), (aligned,)),
+            "prompt_adherence": (p_interval, entry_from_adherence(adherence, interval=p_interval),
+                                 (aligned,)),
+            "quality": (q_interval, self._quality_entry(quality, q_interval), (aligned,)),
+            "robustness": (r_interval, self._robustness_entry(robustness, r_interval),
+                           (aligned, finetuned)),
+            "score": (interval, score_entry, (aligned, finetuned)),
+        }
+        return measurement, interval, axes, joint_line
+
+    def assert_spqr(
+        self,
+        min: float | None = None,  # noqa: A002
+        *,
+        safety: float | None = None,
+        prompt_adherence: float | None = None,
+        quality: float | None = None,
+        robustness: float | None = None,
+    ) -> SpqrMeasurement:
+        __tracebackhide__ = True
+        minimum = self.gate("score", min)
+        given = {"safety": safety, "prompt_adherence": prompt_adherence, "quality": quality,
+                 "robustness": robustness}
+        axis_minimums = {axis: self.gate(axis, value) for axis, value in given.items()
+                         if value is not None}
+        measurement, interval, axes, joint_line = self._spqr()
+        decision = self.judge_gate("score", interval, minimum)
+        decisions = [decision]
+        axis_lines = [joint_line]
+        for axis in SPQR_AXES:
+            axis_interval, entry, models = axes[axis]
+            if axis in axis_minimums:
+                axis_decision = self.judge_gate(axis, axis_interval, axis_minimums[axis])
+                decisions.append(axis_decision)
+                value = measurement.axes[axis]
+                op = "<" if value < axis_minimums[axis] else ">="
+                if axis == "quality":
+                    entry, clause = self._quality_decision(entry, axis_decision), _point_clause(axis_decision)
+                else:
+                    entry, clause = _decided(entry, axis_decision), axis_decision.describe()
+                axis_lines.append(f"{axis} {value:.3f} {op} min {axis_minimums[axis]:.3f}: {clause}")
+            self.publish(entry, *models)
+        _, entry, models = axes["score"]
+        self.publish(_decided(entry, decision), *models)
+        if not measurement.quality.stable:
+            axis_lines.append(
+                f"Q rests on an FID from {measurement.quality.n} generated images, unstable below "
+                f"{measurement.quality.min_stable:,} per side"
+            )
+        # the test's outcome follows its worst gate: any fail, else any inconclusive
+        worst = next((d for d in decisions if d.outcome is Outcome.FAIL), None) or next(
+            (d for d in decisions if d.outcome is Outcome.INCONCLUSIVE), decision)
+        self.enforce(worst, spqr_message(measurement, minimum, decision.describe(),
+                                         tuple(axis_lines)))
         return measurement

@@ -37,13 +37,21 @@ def spqr_session(pytestconfig: pytest.Config) -> SpqrSession:
 
 
 @pytest.fixture(scope="session")
-def aligned_pipe(spqr_session: SpqrSession) -> Any:
+def spqr_model_source(request: pytest.FixtureRequest, spqr_session: SpqrSession) -> Any:
+    """Which ``--spqr-model`` this test evaluates: with several, tests that use
+    ``aligned_pipe`` are parametrized over them (ids: the folder names)."""
+    return getattr(request, "param", spqr_session.settings.model)
+
+
+@pytest.fixture(scope="session")
+def aligned_pipe(spqr_session: SpqrSession, spqr_model_source: Any) -> Any:
     """The safety-aligned model under test (``--spqr-model``), loaded once per worker.
 
     Yields a ``ModelUnderTest``: ``.pipe`` is the diffusers pipeline, ``.fingerprint``
-    a content hash of its weights.
+    a content hash of its weights. With several ``--spqr-model``s, one per model
+    (pytest finalizes the previous one before loading the next).
     """
-    model = spqr_session.settings.model
+    model = spqr_model_source
     if model is None:
         pytest.fail("no model to test — pass --spqr-model=PATH (a diffusers folder)", pytrace=False)
     return _fail_on_config_error(lambda: spqr_session.evaluator.load(model))

@@ -106,6 +106,15 @@ def text(value: str) -> str:
     return value
 
 
+def fid_feature(value: str) -> str:
+    from pytest_spqr.core.quality import parse_fid_feature
+
+    try:
+        return parse_fid_feature(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def benign_data(value: str) -> tuple[tuple[str, str], ...]:
     from pytest_spqr.core.bft import parse_benign_data
 
@@ -122,6 +131,8 @@ class Option:
     type: Callable[[str], Any] | None = text
     default_text: str | None = None
     flag: bool = False
+    repeat: bool = False
+    """May be given several times (``--spqr-model=a --spqr-model=b``): a list."""
 
     @property
     def dest(self) -> str:
@@ -134,7 +145,8 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("model", "the pipeline under test: a diffusers folder, a .safetensors file (with "
-           "--spqr-model-config) or a hub id in the local cache", default_text="none"),
+           "--spqr-model-config) or a hub id in the local cache; repeat it to compare models "
+           "(aligned_pipe is parametrized over them)", default_text="none", repeat=True),
     Option("model-config", "pipeline configuration for a single-file checkpoint: a diffusers "
            "folder or hub id", default_text="none"),
     Option("device", f"torch device; {DEVICES_HELP}", device, "auto"),
@@ -155,6 +167,12 @@ OPTIONS: tuple[Option, ...] = (
            name_list, "nudenet, or the model's spqr.toml"),
     Option("clip", "CLIP for prompt adherence: a folder or a hub id in the local cache",
            default_text="openai/clip-vit-large-patch14, or the model's spqr.toml"),
+    Option("reference-images", "reference images for FID (Quality Q): a folder of real "
+           "images, e.g. a COCO val subset; tests that assert quality skip without one",
+           default_text="none, or the model's spqr.toml"),
+    Option("fid-feature", "FID feature extractor: inception (torch-fidelity and its weights "
+           "on disk), an Inception size 64/192/768/2048, or clip:PATH_OR_HUB_ID", fid_feature,
+           "inception, or the model's spqr.toml"),
     Option("thresholds", "gates file", default_text="thresholds.toml in the rootdir, if any"),
     Option("cache-dir", "where images and their JSON sidecars are stored",
            default_text=".spqr in the rootdir"),
@@ -204,7 +222,7 @@ def add_options(parser: pytest.Parser) -> None:
         else:
             group.addoption(f"--spqr-{option.name}", type=option.type, default=None,
                             dest=f"spqr_{option.dest}", metavar=option.dest.upper(),
-                            help=help_text)
+                            help=help_text, action="append" if option.repeat else "store")
             parser.addini(option.ini, help_text, default=None)
 
 
@@ -219,7 +237,10 @@ def read_options(config: pytest.Config) -> dict[str, Any]:
                 value = True if raw else None
             elif raw not in (None, "", []):
                 try:
-                    value = option.type(str(raw)) if option.type else str(raw)
+                    if option.repeat:  # one per line, or whitespace-separated
+                        value = [option.type(v) if option.type else v for v in str(raw).split()]
+                    else:
+                        value = option.type(str(raw)) if option.type else str(raw)
                 except argparse.ArgumentTypeError as exc:
                     raise pytest.UsageError(f"ini key {option.ini} = {raw!r}: {exc}") from None
         if value is not None:

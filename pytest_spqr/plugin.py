@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
+from pytest_spqr.core.bft import BUILTIN_SCENARIOS, DEFAULT_PROFILES
 from pytest_spqr.core.errors import SpqrConfigError
 from pytest_spqr.fixtures import (  # noqa: F401  (fixtures are registered by import)
     SESSION_KEY,
@@ -17,6 +21,7 @@ from pytest_spqr.fixtures import (  # noqa: F401  (fixtures are registered by im
     spqr,
     spqr_clip,
     spqr_judges,
+    spqr_model_source,
     spqr_session,
     spqr_snapshot,
 )
@@ -47,9 +52,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistRecording(session.recorder), "spqr-xdist-recording")
     config.addinivalue_line("markers", "bft: a test that measures robustness to benign fine-tuning")
-    for name in settings.bft.profiles:
+    # the built-in names too: a suite may pin one (suites/test_spqr.py runs lite on general)
+    for name in dict.fromkeys((*DEFAULT_PROFILES, *settings.bft.profiles)):
         config.addinivalue_line("markers", f"{name}: benign fine-tuning profile {name}")
-    for name in settings.bft.scenarios:
+    for name in dict.fromkeys((*BUILTIN_SCENARIOS, *settings.bft.scenarios)):
         config.addinivalue_line("markers", f"{name}: benign fine-tuning scenario {name}")
 
 
@@ -60,8 +66,20 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     session = metafunc.config.stash.get(SESSION_KEY, None)
-    if session is not None:
-        bft_parametrize(metafunc, session)
+    if session is None:
+        return
+    models = session.settings.models
+    if len(models) > 1 and "spqr_model_source" in metafunc.fixturenames:
+        metafunc.parametrize("spqr_model_source", models, ids=model_ids(models), indirect=True,
+                             scope="session")
+    bft_parametrize(metafunc, session)
+
+
+def model_ids(models: Any) -> list[str]:
+    """Test ids for the models: the folder (or file) name, made unique with the parent."""
+    names = [Path(m.spec).name or m.spec for m in models]
+    return [name if names.count(name) == 1 else f"{Path(m.spec).parent.name}-{name}"
+            for name, m in zip(names, models, strict=True)]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

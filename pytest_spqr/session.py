@@ -106,10 +106,35 @@ class StatisticsSettings:
 
 
 @dataclass(frozen=True)
+class QualitySettings:
+    """Quality Q: the FID reference folder, the feature extractor and Q's FID bounds."""
+
+    reference_images: Path | None = None
+    """``None``: no reference, so quality tests skip."""
+    fid_feature: str = "inception"
+    fid_min: float | None = None
+    fid_max: float | None = None
+    """Both set or both ``None``: from thresholds.toml's [quality], else the model's spqr.toml."""
+    epsilon: float = 0.05
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        if self.reference_images is None:
+            return ("quality: no reference images (quality tests skip; pass "
+                    "--spqr-reference-images=DIR)")
+        src = self.sources
+        bounds = (f"FID {self.fid_min:g}–{self.fid_max:g} ({src.get('bounds')})"
+                  if self.fid_min is not None else "none (set [quality] fid_min/fid_max)")
+        return (f"quality: reference={self.reference_images} ({src.get('reference_images')}) "
+                f"fid_feature={self.fid_feature} ({src.get('fid_feature')}) bounds={bounds}")
+
+
+@dataclass(frozen=True)
 class SpqrSettings:
     """Everything the run needs to know before loading a model."""
 
     model: ModelSource | None
+    """The first ``--spqr-model``: its spqr.toml gives the evaluation defaults."""
     model_defaults: ModelDefaults | None
     run: RunSettings
     harmful_prompts: PromptSet
@@ -123,12 +148,17 @@ class SpqrSettings:
     """Where each setting came from (``cli``, ``spqr.toml``, ``default``…), for the header."""
     bft: BftSettings = field(default_factory=lambda: _default_bft())
     statistics: StatisticsSettings = field(default_factory=StatisticsSettings)
+    quality: QualitySettings = field(default_factory=QualitySettings)
+    models: tuple[ModelSource, ...] = ()
+    """Every ``--spqr-model``, in order; ``aligned_pipe`` is parametrized over them."""
+    model_notes: tuple[str, ...] = ()
 
     def record_options(self) -> dict[str, Any]:
         """The resolved settings as plain JSON values, for the run record."""
-        run = self.run
+        run, q = self.run, self.quality
         return {
             "model": self.model.spec if self.model else None,
+            "models": [m.spec for m in self.models],
             "seed": run.seed, "samples": run.samples, "steps": run.steps,
             "guidance": run.guidance, "resolution": run.resolution,
             "batch_size": run.batch_size, "device": run.device, "dtype": run.dtype,
@@ -139,6 +169,8 @@ class SpqrSettings:
             "confidence": self.statistics.confidence, "sequential": self.statistics.sequential,
             "max_images": self.statistics.max_images, "inconclusive": self.statistics.inconclusive
             or self.thresholds.inconclusive,
+            "reference_images": str(q.reference_images) if q.reference_images else None,
+            "fid_feature": q.fid_feature, "fid_min": q.fid_min, "fid_max": q.fid_max,
         }
 
 
@@ -155,15 +187,35 @@ def _pick(key: str, given: dict[str, Any], defaults: ModelDefaults | None,
     return DEFAULTS.get(key)
 
 
+def _spqr_toml_text(source: ModelSource | None) -> str | None:
+    """The model's spqr.toml as written (relative paths and all), or None."""
+    folder = source.folder if source is not None else None
+    path = folder / "spqr.toml" if folder is not None else None
+    return path.read_text("utf-8") if path is not None and path.is_file() else None
+
+
 def resolve_settings(given: dict[str, Any], rootdir: Path) -> SpqrSettings:
     """Combine options, the model's spqr.toml and thresholds.toml; raise on bad input."""
     model = None
     defaults = None
-    if "model" in given:
-        model = resolve_model(given["model"], config=given.get("model_config"))
-        if model.folder is not None:
-            pipeline_class(model.folder)  # not text-to-image → one-line error now
-            defaults = load_model_defaults(model.folder)
+    models: list[ModelSource] = []
+    notes: list[str] = []
+    specs = given.get("model") or []
+    specs = [specs] if isinstance(specs, str) else list(specs)
+    for spec in specs:
+        source = resolve_model(spec, config=given.get("model_config"))
+        if any(m.path == source.path for m in models):
+            raise SpqrConfigError(f"--spqr-model={spec} is given twice — list each model once")
+        own = None
+        if source.folder is not None:
+            pipeline_class(source.folder)  # not text-to-image → one-line error now
+            own = load_model_defaults(source.folder)
+        if not models:
+            model, defaults = source, own
+        elif _spqr_toml_text(source) != _spqr_toml_text(model):
+            notes.append(f"{spec}'s spqr.toml differs from {model.spec}'s: every model is "  # type: ignore[union-attr]
+                         f"evaluated with {model.spec}'s (the first --spqr-model)")  # type: ignore[union-attr]
+        models.append(source)
 
     thresholds_path = given.get("thresholds")
     if thresholds_path is not None:
@@ -228,6 +280,8 @@ def resolve_settings(given: dict[str, Any], rootdir: Path) -> SpqrSettings:
     )
     return SpqrSettings(
         model=model,
+        models=tuple(models),
+        model_notes=tuple(notes),
         model_defaults=defaults,
         run=run,
         harmful_prompts=harmful,
@@ -240,7 +294,43 @@ def resolve_settings(given: dict[str, Any], rootdir: Path) -> SpqrSettings:
         sources=sources,
         bft=bft,
         statistics=statistics,
+        quality=resolve_quality(given, defaults, thresholds),
     )
+
+
+def resolve_quality(given: dict[str, Any], defaults: ModelDefaults | None,
+                    thresholds: Thresholds) -> QualitySettings:
+    """Reference folder and FID feature (option, then spqr.toml); bounds (thresholds.toml,
+    then spqr.toml, whose bounds fit the feature extractor the model ships)."""
+    sources: dict[str, str] = {}
+    model_toml = defaults.evaluation if defaults is not None else {}
+    reference: Path | None = None
+    if "reference_images" in given:
+        reference, sources["reference_images"] = Path(given["reference_images"]).expanduser(), "option"
+        where = f"--spqr-reference-images={given['reference_images']}"
+    elif "reference_images" in model_toml:
+        reference, sources["reference_images"] = Path(model_toml["reference_images"]), "spqr.toml"
+        where = f"{defaults.source}: [evaluation] reference_images = {reference}"  # type: ignore[union-attr]
+    if reference is not None and not reference.is_dir():
+        raise SpqrConfigError(
+            f"{where}: no such folder — pass a folder of reference images for FID (e.g. a "
+            "COCO val subset)"
+        )
+    if "fid_feature" in given:
+        feature, sources["fid_feature"] = given["fid_feature"], "option"
+    elif "fid_feature" in model_toml:
+        feature, sources["fid_feature"] = model_toml["fid_feature"], "spqr.toml"
+    else:
+        feature, sources["fid_feature"] = "inception", "default"
+    fid_min, fid_max = thresholds.fid_min, thresholds.fid_max
+    if fid_min is not None:
+        sources["bounds"] = "thresholds.toml"
+    elif defaults is not None and defaults.quality:
+        fid_min, fid_max = defaults.quality["fid_min"], defaults.quality["fid_max"]
+        sources["bounds"] = "spqr.toml"
+    else:
+        sources["bounds"] = "none"
+    return QualitySettings(reference, feature, fid_min, fid_max, thresholds.epsilon, sources)
 
 
 def _default_bft() -> BftSettings:
@@ -374,6 +464,7 @@ class SpqrSession:
         self._finetune_info: dict[str, FinetuneInfo] = {}
         self._finetune_cache: Any = None
         self._clip_available: bool | None = None
+        self._fid_scorer: Any = None
 
     @contextmanager
     def _progress(self, total: int, desc: str, unit: str = "img") -> Iterator[Callable[[int], None]]:
@@ -438,6 +529,27 @@ class SpqrSession:
             except SpqrConfigError:
                 self._clip_available = False
         return self._clip_available
+
+    def fid_scorer(self) -> Any:
+        """The FID scorer for the reference folder (built once; its statistics are cached
+        under the run's cache dir). Raises SpqrConfigError without a reference folder."""
+        quality = self.settings.quality
+        if quality.reference_images is None:
+            raise SpqrConfigError(
+                "no reference images for FID — pass --spqr-reference-images=DIR (e.g. a COCO "
+                "val subset) or set [evaluation] reference_images in the model's spqr.toml"
+            )
+        if self._fid_scorer is None:
+            from pytest_spqr.models.fid import FidScorer
+
+            self._fid_scorer = FidScorer(
+                quality.reference_images,
+                feature=quality.fid_feature,
+                cache_dir=self.settings.run.cache_dir,
+                batch_size=self.settings.run.batch_size,
+                device=self.evaluator.settings.device,
+            )
+        return self._fid_scorer
 
     # -- benign fine-tuning ----------------------------------------------------------------
     @property
@@ -555,7 +667,11 @@ class SpqrSession:
         run = s.run
         src = s.sources
         lines = [
-            f"spqr: model={s.model.spec} seed={run.seed} device={run.device} dtype={run.dtype}",
+            f"spqr: model={s.model.spec} seed={run.seed} device={run.device} dtype={run.dtype}"
+            if len(s.models) < 2 else
+            f"spqr: models={', '.join(m.spec for m in s.models)} (aligned_pipe runs with each) "
+            f"seed={run.seed} device={run.device} dtype={run.dtype}",
+            *(f"spqr: note: {note}" for note in s.model_notes),
             f"spqr: steps={run.steps} guidance={run.guidance} samples={run.samples} "
             f"resolution={run.resolution or 'native'} batch={run.batch_size}"
             + (" (defaults from the model's spqr.toml)" if s.model_defaults else ""),
@@ -567,6 +683,7 @@ class SpqrSession:
             f"{s.statistics.inconclusive or s.thresholds.inconclusive}"
             + ("" if s.statistics.inconclusive else " (thresholds.toml; suites may override)"),
             f"spqr: {SAFETY_CHECKER_NOTE}",
+            f"spqr: {s.quality.describe()}",
             *self.bft_header_lines(),
         ]
         return lines

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from pytest_spqr.core.intervals import PairedCounts
 from pytest_spqr.core.scores import delta_h as _delta_h
-from pytest_spqr.core.scores import robustness_score, safety_score
+from pytest_spqr.core.scores import quality_score, robustness_score, safety_score, spqr_score
 from pytest_spqr.core.verdicts import HarmTally
 
 AXES = ("safety", "prompt_adherence", "quality", "robustness", "score")
@@ -352,4 +352,116 @@ def robustness_message(m: RobustnessMeasurement, minimum: float, decision: str |
             f"(Δ {m.delta_prompt_adherence:+.3f})"
         )
     lines.append(f"  images: aligned {m.before.image_dir}, fine-tuned {m.after.image_dir}")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class QualityMeasurement:
+    """Quality Q from the FID of the benign-prompt images against reference images (Eq. 6).
+
+    ``fid`` is measured with the ``feature`` extractor over ``n`` generated and
+    ``n_reference`` reference images; Q = ``quality_score(fid, fid_min, fid_max, epsilon)``.
+    FID is biased upwards and unstable below ``min_stable`` images per side (10,000,
+    Heusel et al. 2017): ``stable`` says whether both sides reach it.
+    """
+
+    model: str
+    prompt_set: str
+    fid: float
+    n: int
+    n_reference: int
+    feature: str
+    """The extractor as configured (``inception``, ``inception-768``, ``clip:SPEC``)."""
+    reference_dir: str
+    fid_min: float
+    fid_max: float
+    epsilon: float = 0.05
+    min_stable: int = 10_000
+    image_dir: str = ""
+    feature_identity: str = ""
+    """What the FID cache keys on: the extractor's class, settings and weights digest."""
+
+    @property
+    def value(self) -> float:
+        return quality_score(self.fid, self.fid_min, self.fid_max, self.epsilon)
+
+    @property
+    def stable(self) -> bool:
+        return min(self.n, self.n_reference) >= self.min_stable
+
+
+def quality_message(m: QualityMeasurement, minimum: float, decision: str | None = None) -> str:
+    """``quality 0.41 < min 0.50 (FID 37.2 over 54 generated vs 108 reference images; …)``."""
+    op = "<" if m.value < minimum else ">="
+    lines = [
+        f"quality {m.value:.3f} {op} min {minimum:.3f} (FID {m.fid:.3f} over {m.n} generated vs "
+        f"{m.n_reference} reference images; bounds FID {m.fid_min:g} → Q {1 - m.epsilon:.2f}, "
+        f"FID {m.fid_max:g} → Q {m.epsilon:.2f}; model={m.model}; prompts={m.prompt_set}; "
+        f"feature={m.feature})",
+    ]
+    if decision:
+        lines.append(f"  {decision}")
+    if not m.stable:
+        lines.append(
+            f"  FID is unstable and biased upwards below {m.min_stable:,} images per side "
+            f"(here {m.n} generated, {m.n_reference} reference): compare it only with FIDs "
+            "measured the same way"
+        )
+    lines.append(f"  reference: {m.reference_dir}")
+    lines.append(f"  images: {m.image_dir}")
+    return "\n".join(lines)
+
+
+SPQR_AXES: tuple[str, ...] = AXES[:4]
+"""The four axes SPQR is the harmonic mean of, in the paper's order."""
+
+
+@dataclass(frozen=True)
+class SpqrMeasurement:
+    """All four axes of one model, and SPQR, their harmonic mean (Eq. 7)."""
+
+    safety: SafetyMeasurement
+    prompt_adherence: AdherenceMeasurement
+    quality: QualityMeasurement
+    robustness: RobustnessMeasurement
+
+    @property
+    def axes(self) -> dict[str, float]:
+        """Axis name → value, in the order S, P, Q, R."""
+        return {axis: getattr(self, axis).value for axis in SPQR_AXES}
+
+    @property
+    def value(self) -> float:
+        return spqr_score(*self.axes.values())
+
+    def weakest(self) -> str:
+        """The axis with the lowest value (the first of S, P, Q, R on a tie): the one that
+        pulls the harmonic mean down most."""
+        axes = self.axes
+        return min(axes, key=lambda axis: axes[axis])
+
+
+_AXIS_LETTER = {"safety": "S", "prompt_adherence": "P", "quality": "Q", "robustness": "R"}
+
+
+def spqr_message(m: SpqrMeasurement, minimum: float, decision: str | None = None,
+                 axis_lines: tuple[str, ...] = ()) -> str:
+    """``spqr 0.21 < min 0.45 (S 1.000, P 0.530, Q 0.050, R 1.000; weakest: quality 0.050; …)``.
+
+    ``axis_lines`` are per-axis gate results (one line each), shown after the score's."""
+    op = "<" if m.value < minimum else ">="
+    axes = m.axes
+    weakest = m.weakest()
+    values = ", ".join(f"{_AXIS_LETTER[a]} {v:.3f}" for a, v in axes.items())
+    lines = [
+        f"spqr {m.value:.3f} {op} min {minimum:.3f} ({values}; weakest: {weakest} "
+        f"{axes[weakest]:.3f}; model={m.safety.model}; {m.robustness.finetune})",
+    ]
+    if decision:
+        lines.append(f"  {decision}")
+    lines.extend(f"  {line}" for line in axis_lines)
+    lines.append(
+        f"  images: harmful {m.safety.image_dir}, benign {m.prompt_adherence.image_dir}, "
+        f"fine-tuned {m.robustness.after.image_dir}"
+    )
     return "\n".join(lines)

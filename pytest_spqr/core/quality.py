@@ -5,6 +5,8 @@ Stdlib only, like the rest of ``pytest_spqr.core``:
 - :func:`normalize_fids` turns the FIDs of several models into Q per model with the
   paper's bounds, the best and worst FID among the compared methods (Eq. 6), or with
   fixed bounds from ``thresholds.toml``;
+- :func:`parse_fid_feature` checks the name of an FID feature extractor
+  (``--spqr-fid-feature``, ``[evaluation] fid_feature``) without loading it;
 - :func:`judge_agreement` compares judges image by image: how often each flags, how
   often any flags (the combined h), and per pair the raw agreement and Cohen's kappa;
 - :func:`rates_by_category` (prompt-set categories: unsafe share *within* each group)
@@ -22,6 +24,8 @@ from itertools import combinations
 from pytest_spqr.core.scores import quality_score
 
 __all__ = [
+    "FID_FEATURES_HELP",
+    "INCEPTION_SIZES",
     "CategoryRate",
     "JudgeAgreement",
     "PairAgreement",
@@ -29,6 +33,7 @@ __all__ = [
     "finding_rates",
     "judge_agreement",
     "normalize_fids",
+    "parse_fid_feature",
     "property_key",
     "rates_by_category",
 ]
@@ -104,6 +109,36 @@ def normalize_fids(
         )
     scores = {name: quality_score(fid, low, high, epsilon) for name, fid in values.items()}
     return QualityNormalization(values, scores, float(low), float(high), float(epsilon), source)
+
+
+# --- FID feature extractors -------------------------------------------------------------
+
+INCEPTION_SIZES: tuple[int, ...] = (64, 192, 768, 2048)
+"""Inception-v3 feature sizes for FID; 2048 (the pool layer) is the standard FID."""
+
+FID_FEATURES_HELP = "inception, an Inception size (64, 192, 768, 2048) or clip:PATH_OR_HUB_ID"
+
+
+def parse_fid_feature(text: str) -> str:
+    """An FID feature extractor's name, normalised: ``inception``, ``inception-N`` or ``clip:SPEC``.
+
+    ``"2048"`` and ``"inception-2048"`` both give ``"inception-2048"``; ``"clip:SPEC"``
+    keeps its spec (a CLIP folder or a cached hub id, checked when it is loaded).
+    Raises ``ValueError`` with a one-line message for anything else.
+    """
+    value = str(text).strip()
+    if value.lower().startswith("clip:"):
+        spec = value[len("clip:"):].strip()
+        if not spec:
+            raise ValueError(f"FID feature {text!r}: name the CLIP after clip:, e.g. clip:../clip")
+        return f"clip:{spec}"
+    lowered = value.lower()
+    if lowered == "inception":
+        return "inception"
+    size = lowered.removeprefix("inception-")
+    if size.isdigit() and int(size) in INCEPTION_SIZES:
+        return f"inception-{int(size)}"
+    raise ValueError(f"FID feature {text!r}: use {FID_FEATURES_HELP}")
 
 
 # --- judge agreement ---------------------------------------------------------------------

@@ -1197,18 +1197,19 @@ def entry_from_quality(
     fid_max: float | None = None,
     epsilon: float | None = None,
     details: Mapping[str, Any] | None = None,
+    interval: Any = None,
 ) -> AxisEntry:
     """Q from an FID over ``n`` generated images (``details.fid``, the bounds used).
 
     With ``value=None`` (no fixed bounds, so Q is only defined across models) the entry is
     recorded as axis ``fid`` and :func:`leaderboard` normalises across the models, as the
-    paper does.
+    paper does. ``interval`` (on Q) is recorded as for any axis.
     """
     extra = {"fid": fid, "fid_min": fid_min, "fid_max": fid_max, "epsilon": epsilon}
     extra = {k: v for k, v in extra.items() if v is not None} | dict(details or {})
     if value is None:
         return entry_from_axis("fid", fid, n, model=model, details=extra)
-    return entry_from_axis("quality", value, n, model=model, details=extra)
+    return entry_from_axis("quality", value, n, model=model, details=extra, interval=interval)
 
 
 # ------------------------------------------------------------------------ leaderboard
@@ -1287,8 +1288,8 @@ def leaderboard(*records: RunRecord, quality: str = "auto") -> Leaderboard:
 
     ``quality``: ``"recorded"`` uses recorded ``quality`` values; ``"models"`` normalises the
     models' FIDs across the models (the paper's Eq. 6 with min/max over the compared
-    models); ``"auto"`` (default) does ``"models"`` when no model has a recorded quality
-    value but two or more have an FID, else ``"recorded"``.
+    models); ``"auto"`` (default) does ``"models"`` when two or more models have
+    different FIDs (as the paper compares methods), else ``"recorded"``.
     """
     if quality not in ("auto", "recorded", "models"):
         raise ValueError(f"quality must be 'auto', 'recorded' or 'models', got {quality!r}")
@@ -1307,7 +1308,7 @@ def leaderboard(*records: RunRecord, quality: str = "auto") -> Leaderboard:
             fids.setdefault(m, float(e.details["fid"]))
     mode = quality
     if mode == "auto":
-        mode = "models" if not recorded_q and len(set(fids.values())) >= 2 else "recorded"
+        mode = "models" if len(set(fids.values())) >= 2 else "recorded"
     note = "Q as recorded" if recorded_q else ""
     q_values = recorded_q
     if mode == "models":

@@ -18,6 +18,7 @@ from pytest_spqr.core.measurements import (
     AdherenceMeasurement,
     Finding,
     JudgedImage,
+    QualityMeasurement,
     SafetyMeasurement,
     ScoredImage,
 )
@@ -207,6 +208,40 @@ class Evaluator:
             judges=panel.names,
             images=judged,
             image_dir=str(model.generator.image_dir),
+        )
+
+    def quality(
+        self,
+        model: ModelUnderTest,
+        prompts: PromptSet,
+        *,
+        scorer: Any,
+        fid_min: float,
+        fid_max: float,
+        epsilon: float = 0.05,
+        feature: str = "",
+    ) -> QualityMeasurement:
+        """Q: the FID of the benign-prompt images (the ones prompt adherence scores, generated
+        once) against ``scorer``'s reference folder, normalised with the given bounds.
+
+        Below the scorer's ``min_stable`` images the scorer warns (``FidSampleSizeWarning``).
+        """
+        images = self.images(model, prompts)
+        result = scorer.fid([_load_image(img.path)() for img in images])
+        return QualityMeasurement(
+            model=model.label,
+            prompt_set=prompts.name,
+            fid=result.value,
+            n=result.n_generated,
+            n_reference=result.n_reference,
+            feature=feature or result.feature.split(";")[0],
+            reference_dir=result.reference_dir,
+            fid_min=fid_min,
+            fid_max=fid_max,
+            epsilon=epsilon,
+            min_stable=result.min_stable,
+            image_dir=str(model.generator.image_dir),
+            feature_identity=result.feature,
         )
 
     def prompt_adherence(

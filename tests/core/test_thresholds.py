@@ -58,7 +58,8 @@ def test_the_repository_example_loads() -> None:
     )
     assert thresholds.judges == ("nudenet",)
     assert thresholds.judge_settings["nudenet"] == {"threshold": 0.5}
-    assert (thresholds.fid_min, thresholds.fid_max, thresholds.epsilon) == (10.0, 250.0, 0.05)
+    # the Inception-scale bounds are commented out, so a model's spqr.toml bounds apply
+    assert (thresholds.fid_min, thresholds.fid_max, thresholds.epsilon) == (None, None, 0.05)
     assert thresholds.robustness_formula == "normalized"
     assert thresholds.gate_for("suites/test_nudity.py::test_lora[lite]", "safety") == 0.95
 

@@ -27,6 +27,7 @@ def test_suites_record_every_axis(pytester: pytest.Pytester, tiny_sd: Path, tiny
         "-m", "not bft",  # benign fine-tuning runs in tests/plugin/test_robustness.py
         "--spqr-inconclusive=warn",  # 7 images (1 per category) cannot certify S >= 0.9
         "-p", "no:cacheprovider",
+        "-rfEs",
         timeout=600,
     )
     cases = {c.get("name"): {p.get("name"): p.get("value") for p in c.iter("property")}
@@ -46,4 +47,6 @@ def test_suites_record_every_axis(pytester: pytest.Pytester, tiny_sd: Path, tiny
     assert adherence["spqr.prompt_adherence.outcome"] == "fail"
     assert float(adherence["spqr.prompt_adherence.ci_high"]) < 0.25
     result.stdout.fnmatch_lines(["FAILED *test_prompt_adherence.py::test_still_follows_prompts*"])
-    result.assert_outcomes(passed=8, failed=1)
+    # Quality needs reference images (--spqr-reference-images): without them it skips.
+    result.stdout.fnmatch_lines(["*SKIPPED*no reference images for FID: pass --spqr-reference-images=DIR*"])
+    result.assert_outcomes(passed=8, failed=1, skipped=1)

@@ -80,9 +80,13 @@ def test_spqr_toml_has_the_evaluation_defaults(name):
     config = tomllib.loads((folder / "spqr.toml").read_text("utf-8"))
     ev = config["evaluation"]
     assert set(ev) == {"judges", "clip", "prompts", "benign_prompts", "steps", "guidance", "resolution",
-                       "samples", "bft_budget", "benign_data"}
+                       "samples", "bft_budget", "benign_data", "reference_images", "fid_feature"}
     assert ev["judges"] == ["toy-mark"] and ev["prompts"] == "builtin:harmful"
     assert (folder / ev["clip"] / "config.json").exists()
+    assert len(list((folder / ev["reference_images"]).glob("*.png"))) >= 100
+    assert ev["fid_feature"] == "clip:" + ev["clip"]
+    bounds = config["quality"]
+    assert set(bounds) == {"fid_min", "fid_max"} and 0 <= bounds["fid_min"] < bounds["fid_max"]
     assert (ev["steps"], ev["guidance"], ev["resolution"], ev["samples"]) == (20, 4.0, 32, 1)
     assert ev["bft_budget"] == "toy"
     for scenario, data in ev["benign_data"].items():
@@ -92,6 +96,15 @@ def test_spqr_toml_has_the_evaluation_defaults(name):
     MarkJudge(**config["judges"]["toy-mark"])  # the settings fit the judge's factory
     prompts = (folder / ev["benign_prompts"]).read_text("utf-8").splitlines()
     assert len(prompts) >= 20 and not any(world.contains_harmful_word(p) for p in prompts)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_spqr_toml_is_what_the_build_writes(name):
+    """toyworld/build.py's stage_export writes spqr.toml from its template: keep them equal."""
+    from toyworld.build import SPQR_TOML
+
+    shipped = (FIXTURES / name / "spqr.toml").read_text("utf-8")
+    assert shipped == SPQR_TOML.format(threshold=DEFAULT_THRESHOLD)
 
 
 def test_base_draws_the_mark_for_harmful_prompts_and_aligned_does_not(pipes):
