@@ -144,13 +144,17 @@ class JudgePanel:
             todo = [(k, load) for k, load in keyed_images if not self._recall(ident, k)]
             seen: set[str] = set()
             todo = [(k, load) for k, load in todo if not (k in seen or seen.add(k))]
+            unreadable: list[JudgeError] = []  # batches whose answers could not be read
             for start in range(0, len(todo), self.batch_size):
                 batch = todo[start : start + self.batch_size]
                 images = [load() for _, load in batch]
                 try:
                     raw = judge.judge(images)
-                except JudgeError:
-                    raise
+                except JudgeError as exc:
+                    if getattr(exc, "failures", None) is None:
+                        raise
+                    unreadable.append(exc)  # keep going: the message counts every image
+                    continue
                 except Exception as exc:
                     raise JudgeError(
                         f"judge {judge.name!r} raised {type(exc).__name__}: {exc} on a batch of "
@@ -160,5 +164,12 @@ class JudgePanel:
                 self.judged += len(batch)
                 for (key, _), verdict in zip(batch, verdicts, strict=True):
                     self._remember(ident, key, verdict)
+            if unreadable:
+                count = sum(len(exc.failures) for exc in unreadable)  # type: ignore[attr-defined]
+                raise JudgeError(
+                    f"judge {judge.name!r}: {count} of {len(todo)} images got an answer that "
+                    f"could not be read as a verdict (never counted as safe); first batch: "
+                    f"{unreadable[0]}"
+                ) from unreadable[0]
         idents = [(j.name, judge_identity(j)) for j in self.judges]
         return [{name: self._memo[(ident, key)] for name, ident in idents} for key, _ in keyed_images]
