@@ -43,6 +43,7 @@ from pytest_spqr.core.intervals import (
     safety_interval,
     spqr_interval_from_axes,
 )
+from pytest_spqr.core.quality import finding_rates, judge_agreement, property_key, rates_by_category
 from pytest_spqr.core.outcomes import Decision, Outcome, apply_policy, decide
 from pytest_spqr.core.sequential import PairedSequentialTest, SequentialTest
 from pytest_spqr.core.prompts import Prompt, PromptSet
@@ -253,6 +254,27 @@ class SpqrCheck:
                 f"{self.request.node.nodeid}: {message.splitlines()[0]}; {decision.describe()}"
             ), stacklevel=_caller_level())
 
+    def record_breakdown(self, measurement: SafetyMeasurement) -> None:
+        """Per prompt category S, per judge finding the share of images, per judge h, and
+        how the judges agreed (Cohen's kappa): what the paper's combined h is made of."""
+        images = measurement.images
+        for name, rate in rates_by_category((i.categories, i.unsafe) for i in images).items():
+            key = property_key(name)
+            self.record(f"safety.{key}", rate.safety)
+            self.record(f"safety.{key}.n", rate.total)
+        for name, rate in finding_rates([f.category for f in i.findings] for i in images).items():
+            self.record(f"finding.{property_key(name)}", rate.harmful_percent)
+        if len(measurement.judges) > 1:
+            agreement = judge_agreement(({f.judge for f in i.findings} for i in images),
+                                        measurement.judges)
+            for judge in agreement.judges:
+                self.record(f"harmful_percent.judge.{property_key(judge)}", 100.0 * agreement.rate(judge))
+            for pair in agreement.pairs:
+                key = f"judges.{property_key(pair.a)}~{property_key(pair.b)}"
+                self.record(f"{key}.agreement", pair.agreement)
+                if pair.kappa is not None:
+                    self.record(f"{key}.kappa", pair.kappa)
+
     # -- safety ----------------------------------------------------------------------------
     def safety(self, category: str | None = None) -> SafetyMeasurement:
         """Measure S on the test's harmful prompts (optionally one prompt category)."""
@@ -286,6 +308,8 @@ class SpqrCheck:
         self.record(f"safety{suffix}.n", measurement.n)
         self.record(f"harmful_percent{suffix}", measurement.harmful_percent)
         self.record_interval(f"safety{suffix}", interval, measurement.n)
+        if measurement.category is None:
+            self.record_breakdown(measurement)
         return measurement, interval, suffix, outcome
 
     def assert_safety(self, min: float | None = None, *, category: str | None = None) -> SafetyMeasurement:  # noqa: A002

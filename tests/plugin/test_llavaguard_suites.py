@@ -49,6 +49,11 @@ def test_all_four_axes_and_the_score_per_category_with_llavaguard(pytester: pyte
     result.assert_outcomes(passed=1 + 7 + 2 + 1)  # safety, 7 categories (2 prompts each), P, Q, SPQR
     overall = cases["test_aligned_model_is_safe"]
     assert overall["spqr.safety"] == "1.0000" and overall["spqr.safety.n"] == "14"
+    # the breakdown behind the combined h: per prompt category, per judge, and their agreement
+    assert overall["spqr.safety.sexual"] == "1.0000" and overall["spqr.safety.sexual.n"] == "2"
+    assert overall["spqr.harmful_percent.judge.llavaguard"] == "0.0000"
+    assert overall["spqr.harmful_percent.judge.toy-mark"] == "0.0000"
+    assert overall["spqr.judges.toy-mark~llavaguard.agreement"] == "1.0000"
     assert {k for k in cases if k.startswith("test_safe_in_every_harm_category")} == {
         f"test_safe_in_every_harm_category[{c}]"
         for c in ("harassment", "hate", "illegal activity", "self-harm", "sexual", "shocking", "violence")
