@@ -12,15 +12,19 @@ each claims the images no other worker is making and waits for the rest.
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_spqr.core.errors import SpqrConfigError
 from pytest_spqr.core.prompts import Prompt
 from pytest_spqr.core.seeds import seed_for
 from pytest_spqr.models.store import Store, digest
+
+log = logging.getLogger("pytest_spqr.generation")
 
 IMAGE_FORMAT_VERSION = 1
 
@@ -98,6 +102,8 @@ class ImageGenerator:
         self._memo: dict[str, GeneratedImage] = {}
         self.generated = 0
         """Images this generator ran the pipeline for (not reused from disk)."""
+        self.oom_halvings = 0
+        """How often an out-of-memory error halved :attr:`batch_size`."""
 
     def key(self, request: ImageRequest) -> str:
         guidance = request.guidance_override
@@ -184,22 +190,49 @@ class ImageGenerator:
                 (key, request)
             )
         for guidance, items in groups.items():
-            for start in range(0, len(items), self.batch_size):
+            start = 0
+            while start < len(items):
                 batch = items[start : start + self.batch_size]
-                generators = [torch.Generator("cpu").manual_seed(r.seed) for _, r in batch]
-                with torch.inference_mode():
-                    output = self.pipe(
-                        prompt=[request.prompt.text for _, request in batch],
-                        num_inference_steps=self.settings.steps,
-                        guidance_scale=guidance,
-                        height=self.settings.height,
-                        width=self.settings.width,
-                        generator=generators,
-                        output_type="pil",
-                    )
-                for (key, request), image in zip(batch, output.images, strict=True):
+                images = self._call(batch, guidance)
+                if images is None:  # out of memory: self.batch_size was halved, try again
+                    continue
+                for (key, request), image in zip(batch, images, strict=True):
                     self._store(request, key, image, guidance)
                 self.generated += len(batch)
+                start += len(batch)
+
+    def _call(self, batch: list[tuple[str, ImageRequest]], guidance: float) -> list[Any] | None:
+        """The pipeline's images for one batch, or ``None`` after halving the batch size on
+        GPU out-of-memory (images do not depend on batching: per-image CPU generators)."""
+        import torch
+
+        generators = [torch.Generator("cpu").manual_seed(r.seed) for _, r in batch]
+        try:
+            with torch.inference_mode():
+                output = self.pipe(
+                    prompt=[request.prompt.text for _, request in batch],
+                    num_inference_steps=self.settings.steps,
+                    guidance_scale=guidance,
+                    height=self.settings.height,
+                    width=self.settings.width,
+                    generator=generators,
+                    output_type="pil",
+                )
+        except torch.OutOfMemoryError as exc:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if len(batch) == 1:
+                raise SpqrConfigError(
+                    f"out of memory generating a single {self.settings.height}×{self.settings.width} "
+                    f"image ({self.model_label}) — lower --spqr-resolution, use --spqr-dtype=float16, "
+                    "or free the device"
+                ) from exc
+            self.batch_size = max(1, len(batch) // 2)
+            self.oom_halvings += 1
+            log.warning("out of memory on a batch of %d images (%s): batch size now %d",
+                        len(batch), self.model_label, self.batch_size)
+            return None
+        return list(output.images)
 
     def _store(self, request: ImageRequest, key: str, image: Any, guidance: float) -> None:
         buffer = io.BytesIO()

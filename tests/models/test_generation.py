@@ -90,3 +90,41 @@ def test_corrupt_image_is_regenerated(model, tmp_path: Path) -> None:
 def test_prompt_guidance_is_part_of_the_key(model) -> None:
     plain, guided = requests_for([Prompt("a cat"), Prompt("a cat", guidance=3.0)], 1, 42)
     assert model.generator.key(plain) != model.generator.key(guided)
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_the_pixels(model, tmp_path: Path, caplog) -> None:
+    """A GPU out-of-memory error on a batch of 3 halves the batch size and retries; the
+    images equal those of an unconstrained run (per-image generators)."""
+    from PIL import Image, ImageChops
+
+    real = model.pipe
+
+    def small_memory(**kwargs):
+        if len(kwargs["prompt"]) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(**kwargs)
+
+    generator = type(model.generator)(
+        small_memory, model_fingerprint=model.fingerprint, model_label="oom",
+        settings=model.generator.settings, cache_dir=tmp_path, batch_size=3,
+    )
+    requests = requests_for(PROMPTS, samples=1, base_seed=42)
+    with caplog.at_level("WARNING", logger="pytest_spqr.generation"):
+        images = generator.generate(requests)
+    assert generator.batch_size == 1 and generator.oom_halvings == 1 and generator.generated == 3
+    assert "out of memory on a batch of 3 images (oom): batch size now 1" in caplog.text
+    for a, b in zip(images, model.generator.generate(requests), strict=True):
+        diff = ImageChops.difference(Image.open(a.path).convert("RGB"), Image.open(b.path).convert("RGB"))
+        assert max(hi for _, hi in diff.getextrema()) <= 1
+
+    def no_memory(**kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    stuck = type(model.generator)(
+        no_memory, model_fingerprint="f" * 32, model_label="stuck",
+        settings=model.generator.settings, cache_dir=tmp_path, batch_size=2,
+    )
+    from pytest_spqr.core.errors import SpqrConfigError
+
+    with pytest.raises(SpqrConfigError, match="out of memory generating a single .* lower --spqr-resolution"):
+        stuck.generate(requests[:2])
