@@ -44,7 +44,7 @@ def spqr_model_source(request: pytest.FixtureRequest, spqr_session: SpqrSession)
 
 
 @pytest.fixture(scope="session")
-def aligned_pipe(spqr_session: SpqrSession, spqr_model_source: Any) -> Any:
+def aligned_pipe(spqr_session: SpqrSession, spqr_model_source: Any) -> Iterator[Any]:
     """The safety-aligned model under test (``--spqr-model``), loaded once per worker.
 
     Yields a ``ModelUnderTest``: ``.pipe`` is the diffusers pipeline, ``.fingerprint``
@@ -54,7 +54,10 @@ def aligned_pipe(spqr_session: SpqrSession, spqr_model_source: Any) -> Any:
     model = spqr_model_source
     if model is None:
         pytest.fail("no model to test — pass --spqr-model=PATH (a diffusers folder)", pytrace=False)
-    return _fail_on_config_error(lambda: spqr_session.evaluator.load(model))
+    loaded = _fail_on_config_error(lambda: spqr_session.evaluator.load(model))
+    yield loaded
+    # the next --spqr-model (or the end of the run): free this one's memory, GPU included
+    spqr_session.release(loaded)
 
 
 @pytest.fixture(scope="session")

@@ -100,6 +100,16 @@ def inconclusive(text: str) -> str:
     return value
 
 
+def device_indices(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use CUDA device numbers, e.g. 0,1,3") from None
+    if not values or any(v < 0 for v in values) or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"{text!r}: use distinct CUDA device numbers, e.g. 0,1,3")
+    return values
+
+
 def text(value: str) -> str:
     if not value.strip():
         raise argparse.ArgumentTypeError("must not be empty")
@@ -150,6 +160,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("model-config", "pipeline configuration for a single-file checkpoint: a diffusers "
            "folder or hub id", default_text="none"),
     Option("device", f"torch device; {DEVICES_HELP}", device, "auto"),
+    Option("devices", "with --spqr-device=auto: the CUDA devices xdist workers take turns on "
+           "(worker gwN → the N-th, mod their number)", device_indices, "all, gwN → cuda:N mod count"),
     Option("dtype", "weights dtype; auto = float16 on CUDA, float32 elsewhere", dtype, "auto"),
     Option("seed", "run seed from which every image's seed is derived", seed_int, "42"),
     Option("samples", "images per prompt", positive_int, "1, or the model's spqr.toml"),
@@ -176,6 +188,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("thresholds", "gates file", default_text="thresholds.toml in the rootdir, if any"),
     Option("cache-dir", "where images and their JSON sidecars are stored",
            default_text=".spqr in the rootdir"),
+    Option("no-cache", "keep nothing between runs: images, verdicts and fine-tunes go to a "
+           "temporary folder removed at exit (each xdist worker has its own)", None, "off",
+           flag=True),
     Option("cpu-threads", "torch CPU threads per process; auto = cores ÷ xdist workers "
            "(pin to 1 for bit-identical images across -n values)", threads, "auto"),
     Option("confidence", "level of the confidence interval every gate is read through",

@@ -151,6 +151,8 @@ class SpqrSettings:
     quality: QualitySettings = field(default_factory=QualitySettings)
     models: tuple[ModelSource, ...] = ()
     """Every ``--spqr-model``, in order; ``aligned_pipe`` is parametrized over them."""
+    devices: tuple[int, ...] | None = None
+    """``--spqr-devices``: the CUDA devices xdist workers take turns on (``auto`` device)."""
     model_notes: tuple[str, ...] = ()
 
     def record_options(self) -> dict[str, Any]:
@@ -253,7 +255,19 @@ def resolve_settings(given: dict[str, Any], rootdir: Path) -> SpqrSettings:
     if max_prompts is not None:
         harmful, benign = harmful.head(max_prompts), benign.head(max_prompts)
 
-    cache_dir = Path(given.get("cache_dir") or rootdir / ".spqr")
+    if given.get("no_cache") and given.get("cache_dir"):
+        raise SpqrConfigError("--spqr-no-cache and --spqr-cache-dir contradict each other — pick one")
+    if given.get("no_cache"):
+        # a fresh folder for this process only: images are still shared between its tests,
+        # nothing is read from or left in a persistent cache
+        import atexit
+        import shutil
+        import tempfile
+
+        cache_dir = Path(tempfile.mkdtemp(prefix="spqr-no-cache-"))
+        atexit.register(shutil.rmtree, cache_dir, ignore_errors=True)
+    else:
+        cache_dir = Path(given.get("cache_dir") or rootdir / ".spqr")
     run = RunSettings(
         seed=pick("seed"),
         samples=pick("samples"),
@@ -282,6 +296,7 @@ def resolve_settings(given: dict[str, Any], rootdir: Path) -> SpqrSettings:
         model=model,
         models=tuple(models),
         model_notes=tuple(notes),
+        devices=given.get("devices"),
         model_defaults=defaults,
         run=run,
         harmful_prompts=harmful,
@@ -404,17 +419,32 @@ def worker_index() -> int:
     return int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
 
 
-def resolve_device(device: str) -> str:
-    """``auto``: the worker's GPU (gwN → cuda:N mod count) when CUDA is there, else cpu."""
+def resolve_device(device: str, devices: tuple[int, ...] | None = None) -> str:
+    """``auto``: the worker's GPU (gwN → cuda:N mod count, or the N-th of ``devices`` mod
+    their number, from ``--spqr-devices``) when CUDA is there, else cpu."""
     if device != "auto":
         return device
     import torch
 
     if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        if devices:
+            wrong = [d for d in devices if d >= count]
+            if wrong:
+                raise SpqrConfigError(
+                    f"--spqr-devices={','.join(map(str, devices))}: this machine has {count} CUDA "
+                    f"device(s) (0–{count - 1}); drop {', '.join(map(str, wrong))}"
+                )
+            return f"cuda:{devices[worker_index() % len(devices)]}"
         local_rank = os.environ.get("LOCAL_RANK", "")
         if local_rank.isdigit() and "PYTEST_XDIST_WORKER" not in os.environ:
             return f"cuda:{int(local_rank)}"  # under `accelerate launch` / torchrun
-        return f"cuda:{worker_index() % torch.cuda.device_count()}"
+        return f"cuda:{worker_index() % count}"
+    if devices:
+        raise SpqrConfigError(
+            f"--spqr-devices={','.join(map(str, devices))} names GPUs, but CUDA is not available "
+            "here — drop the option (or pass --spqr-device=cpu)"
+        )
     return "cpu"
 
 
@@ -481,7 +511,7 @@ class SpqrSession:
         if self._evaluator is None:
             import torch
 
-            device = resolve_device(self.settings.run.device)
+            device = resolve_device(self.settings.run.device, self.settings.devices)
             dtype = self.settings.run.dtype
             if dtype == "auto":
                 dtype = "float16" if device.startswith("cuda") else "float32"
@@ -652,6 +682,22 @@ class SpqrSession:
             _, old = self._finetuned.popitem(last=False)
             self.evaluator.forget(old)
         return model
+
+    def release(self, model: ModelUnderTest) -> None:
+        """Drop a model, and the fine-tunes held in memory, from memory: pytest is done
+        with a parametrized model before it loads the next. Files on disk stay, so a later
+        test reloads whatever it needs."""
+        while self._finetuned:
+            _, tuned = self._finetuned.popitem()
+            self.evaluator.forget(tuned)
+        self.evaluator.forget(model)
+        import gc
+
+        gc.collect()
+        if str(self.evaluator.settings.device).startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
 
     def finetune_info(self, model: Any) -> FinetuneInfo:
         """How ``model`` came about; a plain label for a model a conftest built itself."""

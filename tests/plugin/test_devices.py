@@ -38,3 +38,38 @@ def test_cpu_threads_are_shared_between_workers(monkeypatch) -> None:
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "16")
     assert resolve_threads("auto") == 1
     assert resolve_threads(3) == 3
+
+
+def test_devices_option_picks_the_gpus_workers_take_turns_on(monkeypatch) -> None:
+    from pytest_spqr.core.errors import SpqrConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    for worker, expected in (("gw0", "cuda:1"), ("gw1", "cuda:3"), ("gw2", "cuda:1")):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        assert resolve_device("auto", (1, 3)) == expected
+    with pytest.raises(SpqrConfigError, match=r"this machine has 4 CUDA device\(s\) \(0–3\); drop 7"):
+        resolve_device("auto", (1, 7))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SpqrConfigError, match="names GPUs, but CUDA is not available"):
+        resolve_device("auto", (0,))
+
+
+def test_devices_option_is_validated(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--spqr-devices=0,x")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--spqr-devices*'0,x': use CUDA device numbers, e.g. 0,1,3*"])
+
+
+def test_no_cache_uses_a_temporary_folder(pytester: pytest.Pytester, tiny_sd) -> None:
+    pytester.makepyfile("""
+        def test_where(spqr_session):
+            print("cache", spqr_session.settings.run.cache_dir)
+    """)
+    result = pytester.runpytest_subprocess(f"--spqr-model={tiny_sd}", "--spqr-no-cache", "-s")
+    result.assert_outcomes(passed=1)
+    line = next(x for x in result.outlines if x.startswith("test_") or "cache /" in x)
+    folder = line.split("cache ", 1)[1].split()[0]
+    assert "spqr-no-cache-" in folder and not __import__("os").path.exists(folder)  # removed at exit
+    both = pytester.runpytest_subprocess(f"--spqr-model={tiny_sd}", "--spqr-no-cache", "--spqr-cache-dir=x")
+    both.stderr.fnmatch_lines(["*--spqr-no-cache and --spqr-cache-dir contradict each other*"])
