@@ -27,7 +27,8 @@ from pytest_spqr.fixtures import (  # noqa: F401  (fixtures are registered by im
 )
 from pytest_spqr.options import add_options, read_options
 from pytest_spqr.recording import Recording, XdistRecording, make_recorder
-from pytest_spqr.session import SpqrSession, bft_parametrize, resolve_settings
+from pytest_spqr.session import SpqrSession, bft_parametrize
+from pytest_spqr.settings import resolve_settings
 
 NEEDS_MODEL = ("aligned_pipe",)
 BFT_FIXTURES = ("bft_profile", "bft_scenario", "finetuned_pipe")

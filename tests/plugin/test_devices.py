@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pytest_spqr.session import resolve_device, resolve_threads, worker_index
+from pytest_spqr.settings import resolve_device, resolve_threads, worker_index
 
 
 @pytest.mark.parametrize(("worker", "gpus", "expected"),
