@@ -35,6 +35,7 @@ from pytest_spqr.core.measurements import (
 )
 from pytest_spqr.core.intervals import (
     Interval,
+    cluster_design_effect,
     bonferroni_level,
     delta_h_interval,
     mean_interval,
@@ -86,15 +87,19 @@ def as_prompt_set(value: Any, name: str) -> PromptSet:
     return PromptSet(name=f"fixture:{name}", prompts=prompts)
 
 
-def _scoped(measurement: Any, category: str | None) -> tuple[Any, str]:
-    """The measurement restricted to one prompt category, and its JUnit property suffix."""
-    if category is not None:
-        try:
-            measurement = measurement.for_category(category)
-        except ValueError as exc:
-            pytest.fail(str(exc), pytrace=False)
-    name = measurement.category
-    return measurement, (f".{name.replace(' ', '_')}" if name else "")
+def _scoped(measurement: Any, category: str | None) -> Any:
+    """The measurement restricted to one prompt category (a one-line failure if unknown)."""
+    if category is None:
+        return measurement
+    try:
+        return measurement.for_category(category)
+    except ValueError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def _suffix(category: str | None) -> str:
+    """A prompt category as a JUnit property suffix (``.illegal_activity``), or nothing."""
+    return f".{property_key(category)}" if category else ""
 
 
 def _caller_level() -> int:
@@ -108,7 +113,7 @@ def _caller_level() -> int:
 def _decided(entry: Any, decision: Decision) -> Any:
     """The record entry with the gate's minimum, outcome and what would decide it."""
     details = {**entry.details, "minimum": decision.minimum, "outcome": decision.outcome.value,
-               "more_to_decide": decision.more, "decision": decision.describe()}
+               "more_to_decide": decision.more, "decision": _clause(decision)}
     return dataclasses.replace(entry, details=details)
 
 
@@ -118,8 +123,10 @@ def _point_interval(value: float, n: int, level: float) -> Interval:
     return Interval(estimate=value, low=value, high=value, level=level, n=n, method="point")
 
 
-def _point_clause(decision: Decision, digits: int = 3) -> str:
-    """The gate clause for a point estimate (no interval to show)."""
+def _clause(decision: Decision, digits: int = 3) -> str:
+    """The gate clause for a message: the interval's, or the point estimate's (FID)."""
+    if decision.interval.method != "point":
+        return decision.describe(digits)
     verdict = "clears" if decision.outcome is Outcome.PASS else "is below"
     return (f"point estimate {decision.interval.estimate:.{digits}f} (no interval for FID) "
             f"{verdict} min {decision.minimum:.{digits}f}: {decision.outcome}")
@@ -219,12 +226,21 @@ class SpqrCheck:
         except ValueError as exc:
             pytest.fail(str(exc), pytrace=False)
 
-    def record_interval(self, key: str, interval: Interval, images_used: int) -> None:
+    def record_interval(self, key: str, interval: Interval) -> None:
+        """``.ci_low/.ci_high/.level/.method``, and ``.images_used``: the interval's n
+        (images, or pairs for robustness), which a sequential run stops early."""
         self.record(f"{key}.ci_low", interval.low)
         self.record(f"{key}.ci_high", interval.high)
         self.record(f"{key}.level", interval.level)
         self.record(f"{key}.method", interval.method)
-        self.record(f"{key}.images_used", images_used)
+        self.record(f"{key}.images_used", interval.n)
+
+    @staticmethod
+    def safety_interval(measurement: SafetyMeasurement, level: float) -> Interval:
+        """Wilson-cc on S, on the effective sample size when prompts have several images
+        (Kish's design effect: images of one prompt tend to agree)."""
+        deff = cluster_design_effect(measurement.per_prompt_counts())
+        return safety_interval(measurement.unsafe, measurement.n, level=level, design_effect=deff)
 
     def judge_gate(self, key: str, interval: Interval, minimum: float,
                    sequential_outcome: Outcome | None = None) -> Decision:
@@ -251,7 +267,7 @@ class SpqrCheck:
             raise AssertionError(message)
         if warn:
             warnings.warn(SpqrInconclusiveWarning(
-                f"{self.request.node.nodeid}: {message.splitlines()[0]}; {decision.describe()}"
+                f"{self.request.node.nodeid}: {message.splitlines()[0]}; {_clause(decision)}"
             ), stacklevel=_caller_level())
 
     def record_breakdown(self, measurement: SafetyMeasurement) -> None:
@@ -298,16 +314,15 @@ class SpqrCheck:
             )
             if category is not None:
                 measurement = dataclasses.replace(measurement, category=category.strip().lower())
-            suffix = f".{measurement.category.replace(' ', '_')}" if measurement.category else ""
             interval, outcome = test.interval, test.outcome
         else:
-            measurement = evaluator.safety(self.model, prompts, panel=panel)
-            measurement, suffix = _scoped(measurement, category)
-            interval = safety_interval(measurement.unsafe, measurement.n, level=self.level)
+            measurement = _scoped(evaluator.safety(self.model, prompts, panel=panel), category)
+            interval = self.safety_interval(measurement, self.level)
+        suffix = _suffix(measurement.category)
         self.record(f"safety{suffix}", measurement.value)
         self.record(f"safety{suffix}.n", measurement.n)
         self.record(f"harmful_percent{suffix}", measurement.harmful_percent)
-        self.record_interval(f"safety{suffix}", interval, measurement.n)
+        self.record_interval(f"safety{suffix}", interval)
         if measurement.category is None:
             self.record_breakdown(measurement)
         return measurement, interval, suffix, outcome
@@ -336,7 +351,7 @@ class SpqrCheck:
         interval = self.adherence_interval(measurement)
         self.record("prompt_adherence", measurement.value)
         self.record("prompt_adherence.n", measurement.n)
-        self.record_interval("prompt_adherence", interval, measurement.n)
+        self.record_interval("prompt_adherence", interval)
         return measurement
 
     def adherence_interval(self, measurement: AdherenceMeasurement) -> Interval:
@@ -420,8 +435,8 @@ class SpqrCheck:
         if test is not None and category is not None:
             measurement = dataclasses.replace(measurement, category=category.strip().lower())
         elif test is None:
-            measurement, _ = _scoped(measurement, category)
-        suffix = f".{measurement.category.replace(' ', '_')}" if measurement.category else ""
+            measurement = _scoped(measurement, category)
+        suffix = _suffix(measurement.category)
         counts = measurement.paired_counts()
         if test is not None:
             interval, delta = test.interval, test.delta_h_interval
@@ -431,7 +446,7 @@ class SpqrCheck:
         self.record(f"robustness{suffix}", measurement.value)
         self.record(f"delta_h{suffix}", measurement.delta_h)
         self.record(f"robustness{suffix}.n", measurement.n)
-        self.record_interval(f"robustness{suffix}", interval, measurement.n)
+        self.record_interval(f"robustness{suffix}", interval)
         self.record(f"delta_h{suffix}.ci_low", delta.low)
         self.record(f"delta_h{suffix}.ci_high", delta.high)
         flipped = measurement.flipped_to_unsafe()
@@ -441,7 +456,7 @@ class SpqrCheck:
             self.record(f"robustness{suffix}.flipped_prompts", json.dumps(prompts, ensure_ascii=False))
         if measurement.category is None:
             for name, value in measurement.delta_h_by_category().items():
-                key = name.replace(" ", "_")
+                key = property_key(name)
                 self.record(f"delta_h.{key}", value)
                 self.record(f"robustness.{key}", measurement.for_category(name).value)
         if measurement.delta_prompt_adherence is not None:
@@ -504,7 +519,7 @@ class SpqrCheck:
         self.record("quality.n", measurement.n)
         self.record("fid.n_reference", measurement.n_reference)
         interval = _point_interval(measurement.value, measurement.n, self.level)
-        self.record_interval("quality", interval, measurement.n)
+        self.record_interval("quality", interval)
         return measurement
 
     def _quality_entry(self, m: QualityMeasurement, interval: Interval) -> Any:
@@ -516,19 +531,14 @@ class SpqrCheck:
                      "stable": m.stable, "prompt_set": m.prompt_set, "image_dir": m.image_dir},
         )
 
-    def _quality_decision(self, entry: Any, decision: Decision) -> Any:
-        entry = _decided(entry, decision)
-        return dataclasses.replace(entry, details={**entry.details, "decision": _point_clause(decision)})
-
     def assert_quality(self, min: float | None = None) -> QualityMeasurement:  # noqa: A002
         __tracebackhide__ = True
         minimum = self.gate("quality", min)
         measurement = self._quality()
         interval = _point_interval(measurement.value, measurement.n, self.level)
         decision = self.judge_gate("quality", interval, minimum)
-        self.publish(self._quality_decision(self._quality_entry(measurement, interval), decision),
-                     self.model)
-        self.enforce(decision, quality_message(measurement, minimum, _point_clause(decision)))
+        self.publish(_decided(self._quality_entry(measurement, interval), decision), self.model)
+        self.enforce(decision, quality_message(measurement, minimum, _clause(decision)))
         return measurement
 
     # -- SPQR, the harmonic mean of the four axes ----------------------------------------------
@@ -561,7 +571,7 @@ class SpqrCheck:
 
         joint = bonferroni_level(self.level, 4)
         formula = self.session.settings.thresholds.robustness_formula
-        s_joint = safety_interval(safety.unsafe, safety.n, level=joint)
+        s_joint = self.safety_interval(safety, joint)
         p_joint = mean_interval(
             per_prompt_means((image.prompt, image.score) for image in adherence.images),
             level=joint, seed=self.session.settings.run.seed,
@@ -575,7 +585,7 @@ class SpqrCheck:
         )
         self.record("score", measurement.value)
         self.record("score.weakest", measurement.weakest())
-        self.record_interval("score", interval, interval.n)
+        self.record_interval("score", interval)
 
         aligned, finetuned = self.model, self.finetuned
         info = self.session.finetune_info(finetuned)
@@ -622,11 +632,9 @@ class SpqrCheck:
                 decisions.append(axis_decision)
                 value = measurement.axes[axis]
                 op = "<" if value < axis_minimums[axis] else ">="
-                if axis == "quality":
-                    entry, clause = self._quality_decision(entry, axis_decision), _point_clause(axis_decision)
-                else:
-                    entry, clause = _decided(entry, axis_decision), axis_decision.describe()
-                axis_lines.append(f"{axis} {value:.3f} {op} min {axis_minimums[axis]:.3f}: {clause}")
+                entry = _decided(entry, axis_decision)
+                axis_lines.append(f"{axis} {value:.3f} {op} min {axis_minimums[axis]:.3f}: "
+                                  f"{_clause(axis_decision)}")
             self.publish(entry, *models)
         _, entry, models = axes["score"]
         self.publish(_decided(entry, decision), *models)

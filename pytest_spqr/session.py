@@ -70,6 +70,7 @@ class SpqrSession:
         self._finetune_cache: Any = None
         self._clip_available: bool | None = None
         self._fid_scorer: Any = None
+        self._clip: Any = None
 
     @contextmanager
     def _progress(self, total: int, desc: str, unit: str = "img") -> Iterator[Callable[[int], None]]:
@@ -114,22 +115,25 @@ class SpqrSession:
         return self._panels[key]
 
     def load_clip(self) -> Any:
-        from pytest_spqr.models.clip import ClipScorer
+        """The ``--spqr-clip`` scorer, loaded once (prompt adherence, and FID features when
+        ``--spqr-fid-feature`` names the same CLIP)."""
+        if self._clip is None:
+            from pytest_spqr.models.clip import ClipScorer
 
-        evaluator = self.evaluator
-        return ClipScorer(
-            self.settings.clip,
-            device=evaluator.settings.device,
-            allow_pickle=self.settings.run.allow_pickle,
-        )
+            self._clip = ClipScorer(
+                self.settings.clip,
+                device=self.evaluator.settings.device,
+                allow_pickle=self.settings.run.allow_pickle,
+            )
+        return self._clip
 
     def clip_available(self) -> bool:
         """Whether ``--spqr-clip`` names a CLIP on this machine (checked without loading it)."""
         if self._clip_available is None:
-            from pytest_spqr.models.clip import _resolve
+            from pytest_spqr.models.clip import clip_folder
 
             try:
-                _resolve(self.settings.clip)
+                clip_folder(self.settings.clip)
                 self._clip_available = True
             except SpqrConfigError:
                 self._clip_available = False
@@ -149,12 +153,25 @@ class SpqrSession:
 
             self._fid_scorer = FidScorer(
                 quality.reference_images,
-                feature=quality.fid_feature,
+                feature=self._fid_feature(quality.fid_feature),
                 cache_dir=self.settings.run.cache_dir,
                 batch_size=self.settings.run.batch_size,
                 device=self.evaluator.settings.device,
             )
         return self._fid_scorer
+
+    def _fid_feature(self, feature: str) -> Any:
+        """``clip:SPEC`` naming the ``--spqr-clip`` CLIP reuses that loaded model."""
+        if not feature.startswith("clip:") or not self.clip_available():
+            return feature
+        from pytest_spqr.models.clip import clip_folder
+        from pytest_spqr.models.fid import ClipImageFeatures
+
+        try:
+            same = clip_folder(feature[len("clip:"):]).resolve() == clip_folder(self.settings.clip).resolve()
+        except SpqrConfigError:
+            return feature  # FidScorer says what is wrong with it
+        return ClipImageFeatures(self.load_clip()) if same else feature
 
     # -- benign fine-tuning ----------------------------------------------------------------
     @property

@@ -85,6 +85,15 @@ class SafetyMeasurement:
                 tally.by_category[finding.category] += 1
         return tally
 
+    def per_prompt_counts(self) -> list[tuple[int, int]]:
+        """``(images, unsafe)`` per prompt, for the design effect of several samples."""
+        counts: dict[str, list[int]] = {}
+        for image in self.images:
+            entry = counts.setdefault(image.prompt, [0, 0])
+            entry[0] += 1
+            entry[1] += image.unsafe
+        return [(m, u) for m, u in counts.values()]
+
     def flagged_by_prompt_category(self) -> Counter[str]:
         """Unsafe images counted per prompt-set category (an image counts once per category)."""
         counts: Counter[str] = Counter()

@@ -35,6 +35,20 @@ class JudgeError(RuntimeError):
     """
 
 
+class UnreadableVerdictsError(JudgeError):
+    """A judge could not read its own output as a verdict for ``unreadable`` of
+    ``n_images`` images (e.g. a VLM's answer that is not the JSON it was asked for).
+
+    The judge panel keeps judging the remaining batches and then raises one error that
+    counts every unreadable image of the test.
+    """
+
+    def __init__(self, message: str, *, unreadable: int, n_images: int) -> None:
+        super().__init__(message)
+        self.unreadable = unreadable
+        self.n_images = n_images
+
+
 def validate_verdicts(judge_name: str, verdicts: object, n_images: int) -> list[Verdict]:
     """Check that a judge returned exactly one ``Verdict`` per image."""
     try:

@@ -70,7 +70,7 @@ class ClipScorer:
         self.spec = str(spec)
         self.device = torch.device(device)
         self.dtype = _dtype(dtype)
-        folder = _resolve(self.spec)
+        folder = clip_folder(self.spec)
         if not allow_pickle and not any(folder.glob("*.safetensors")):
             raise SpqrConfigError(
                 f"{self.spec}: no .safetensors weights in the CLIP folder — convert the "
@@ -189,8 +189,9 @@ def _dtype(dtype: torch.dtype | str | None) -> torch.dtype:
     return value
 
 
-def _resolve(spec: str) -> Path:
-    """The local folder for a CLIP spec: a directory, or a hub id's cached snapshot."""
+def clip_folder(spec: str) -> Path:
+    """The local folder for a CLIP spec: a directory, or a hub id's cached snapshot;
+    a one-line :class:`SpqrConfigError` otherwise. Never downloads."""
     path = Path(spec).expanduser()
     if path.is_dir():
         return path
@@ -201,12 +202,11 @@ def _resolve(spec: str) -> Path:
         or (path.parent != Path(".") and path.parent.is_dir())  # fixtures/missing-clip
     )
     if not looks_like_path and _HUB_ID.match(spec):
-        from huggingface_hub import snapshot_download
+        from pytest_spqr.models.loading import hub_folder
 
-        try:
-            return Path(snapshot_download(spec, local_files_only=True))
-        except Exception:  # LocalEntryNotFoundError and friends: not in the cache
-            pass
+        cached = hub_folder(spec)
+        if cached is not None:
+            return cached
         hub_id = spec
     else:
         hub_id = DEFAULT_CLIP_ID

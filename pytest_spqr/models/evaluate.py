@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +116,7 @@ class Evaluator:
         self.progress = progress
         self._models: dict[str, ModelUnderTest] = {}
         self._clip_memo: dict[tuple[str, str, str], float] = {}
+        self._fid_memo: dict[tuple[Any, tuple[str, ...]], tuple[Any, list[Warning]]] = {}
         self._forgotten_generated = 0
 
     # -- loading -----------------------------------------------------------------
@@ -227,7 +229,17 @@ class Evaluator:
         Below the scorer's ``min_stable`` images the scorer warns (``FidSampleSizeWarning``).
         """
         images = self.images(model, prompts)
-        result = scorer.fid([_load_image(img.path)() for img in images])
+        # the same images against the same references: computed once per run, and its
+        # warnings (an FID from too few images) repeated for every test that relies on it
+        memo_key = (scorer, tuple(img.key for img in images))
+        if memo_key not in self._fid_memo:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                fid = scorer.fid([_load_image(img.path)() for img in images])
+            self._fid_memo[memo_key] = (fid, [w.message for w in caught])
+        result, said = self._fid_memo[memo_key]
+        for message in said:
+            warnings.warn(message, stacklevel=2)
         return QualityMeasurement(
             model=model.label,
             prompt_set=prompts.name,

@@ -15,7 +15,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from pytest_spqr.core.errors import SpqrConfigError
-from pytest_spqr.core.verdicts import JudgeError, Verdict, validate_verdicts
+from pytest_spqr.core.verdicts import JudgeError, UnreadableVerdictsError, Verdict, validate_verdicts
 from pytest_spqr.models.judges.base import Judge
 from pytest_spqr.models.store import Store, digest
 
@@ -144,17 +144,17 @@ class JudgePanel:
             todo = [(k, load) for k, load in keyed_images if not self._recall(ident, k)]
             seen: set[str] = set()
             todo = [(k, load) for k, load in todo if not (k in seen or seen.add(k))]
-            unreadable: list[JudgeError] = []  # batches whose answers could not be read
+            unreadable: list[UnreadableVerdictsError] = []  # batches the judge could not read
             for start in range(0, len(todo), self.batch_size):
                 batch = todo[start : start + self.batch_size]
                 images = [load() for _, load in batch]
                 try:
                     raw = judge.judge(images)
-                except JudgeError as exc:
-                    if getattr(exc, "failures", None) is None:
-                        raise
+                except UnreadableVerdictsError as exc:
                     unreadable.append(exc)  # keep going: the message counts every image
                     continue
+                except JudgeError:
+                    raise
                 except Exception as exc:
                     raise JudgeError(
                         f"judge {judge.name!r} raised {type(exc).__name__}: {exc} on a batch of "
@@ -165,7 +165,7 @@ class JudgePanel:
                 for (key, _), verdict in zip(batch, verdicts, strict=True):
                     self._remember(ident, key, verdict)
             if unreadable:
-                count = sum(len(exc.failures) for exc in unreadable)  # type: ignore[attr-defined]
+                count = sum(exc.unreadable for exc in unreadable)
                 raise JudgeError(
                     f"judge {judge.name!r}: {count} of {len(todo)} images got an answer that "
                     f"could not be read as a verdict (never counted as safe); first batch: "

@@ -47,7 +47,8 @@ class ModelSource:
         return self.spec
 
 
-def _hub_folder(repo_id: str) -> Path | None:
+def hub_folder(repo_id: str) -> Path | None:
+    """The local Hugging Face cache's snapshot of ``repo_id``, or ``None``; never downloads."""
     try:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import LocalEntryNotFoundError
@@ -87,7 +88,7 @@ def resolve_model(spec: str, *, config: str | None = None) -> ModelSource:
             )
         return ModelSource(spec, path.resolve(), "folder")
     if _looks_like_hub_id(spec) and not path.exists():
-        folder = _hub_folder(spec)
+        folder = hub_folder(spec)
         if folder is not None and (folder / "model_index.json").is_file():
             return ModelSource(spec, folder, "hub")
         raise SpqrConfigError(

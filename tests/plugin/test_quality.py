@@ -256,3 +256,18 @@ def test_assert_spqr_records_every_axis_and_names_the_weakest(project, quality_a
     axes = cases["test_axes[lite]"]
     assert (axes["spqr.score.outcome"], axes["spqr.safety.outcome"], axes["spqr.quality.outcome"]) == (
         "inconclusive", "pass", "fail")
+
+
+def test_fid_on_the_adherence_clip_reuses_the_loaded_model(project, quality_args) -> None:
+    """--spqr-fid-feature=clip:X with X the --spqr-clip CLIP: one CLIP in memory, not two."""
+    project.makefile(".toml", thresholds=WIDE)
+    project.makepyfile(test_one="""
+        from pytest_spqr import assert_prompt_adherence, assert_quality
+
+        def test_both(aligned_pipe, benign_prompts, spqr_session):
+            assert_prompt_adherence(min=0.0)
+            assert_quality(min=0.0)
+            clip = spqr_session.load_clip()
+            assert spqr_session.fid_scorer().extractor.clip is clip.model
+    """)
+    project.runpytest(*quality_args, "--spqr-inconclusive=pass").assert_outcomes(passed=1)

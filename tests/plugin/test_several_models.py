@@ -73,3 +73,10 @@ def test_a_model_given_twice_or_a_different_spqr_toml(pytester: pytest.Pytester,
         "*<Function test_safety[[]base[]]>*",
         "*<Function test_safety[[]tiny-sd[]]>*",
     ])
+
+
+def test_the_ini_key_takes_several_models(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_two=SUITE)
+    pytester.makeini(f"[pytest]\nspqr_model =\n    {TOY / 'aligned'}\n    {TOY / 'fragile'}\n")
+    result = pytester.runpytest_subprocess("--collect-only", timeout=600)
+    result.stdout.fnmatch_lines(["*<Function test_safety[[]aligned[]]>*", "*<Function test_safety[[]fragile[]]>*"])

@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_spqr.core.errors import SpqrConfigError
-from pytest_spqr.core.verdicts import JudgeError, Verdict
+from pytest_spqr.core.verdicts import JudgeError, UnreadableVerdictsError, Verdict
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
@@ -521,13 +521,12 @@ def _assessment(obj: dict[str, Any], raw: str, repairs: list[str]) -> Assessment
     )
 
 
-class UnparseableOutputError(JudgeError):
+class UnparseableOutputError(UnreadableVerdictsError):
     """Some images got an answer that is not a valid assessment (``on_unparseable="error"``)."""
 
     def __init__(self, message: str, failures: Sequence[tuple[int, ParseFailure]], n_images: int):
-        super().__init__(message)
+        super().__init__(message, unreadable=len(failures), n_images=n_images)
         self.failures = tuple(failures)
-        self.n_images = n_images
 
 
 # --- the processor without video ----------------------------------------------------------
@@ -592,12 +591,11 @@ def _resolve(spec: str) -> Path:
         return path
     looks_like_path = path.exists() or hub_id.startswith((".", "/", "~")) or "\\" in hub_id
     if not looks_like_path and _HUB_ID.match(hub_id):
-        from huggingface_hub import snapshot_download
+        from pytest_spqr.models.loading import hub_folder
 
-        try:
-            return Path(snapshot_download(hub_id, local_files_only=True))
-        except Exception:  # LocalEntryNotFoundError and friends: not in the cache
-            pass
+        cached = hub_folder(hub_id)
+        if cached is not None:
+            return cached
         raise SpqrConfigError(
             f"judge llavaguard: {spec}: model not found locally — download it once with "
             f"huggingface-cli download {hub_id}, or set model = PATH in [judges.llavaguard]"
