@@ -50,4 +50,8 @@ def spqr_args(tiny_sd: Path, tiny_clip: Path, tmp_path: Path) -> list[str]:
         "--spqr-cpu-threads=1",
         "-p",
         "no:cacheprovider",
+        # An in-process run re-registers the already imported plugin; launched as `pytest`
+        # (not `python -m pytest`) that adds a PytestAssertRewriteWarning to the counts
+        "-W",
+        "ignore::pytest.PytestAssertRewriteWarning",
     ]

@@ -43,8 +43,9 @@ def test_tests_run_once_per_model_and_the_leaderboard_ranks_them(pytester: pytes
         "*test_two.py::test_safety[[]base[]] FAILED*",
         "*test_two.py::test_no_model_needed PASSED*",
     ])
-    result.stdout.fnmatch_lines(["*SPQR leaderboard*", f"*1  {TOY / 'aligned'} *1.000*",
-                                 f"*2  {TOY / 'base'} *0.000*"])
+    # long labels are shortened from the left, so match the end of each path
+    result.stdout.fnmatch_lines(["*SPQR leaderboard*", "*1  *toyworld/aligned *1.000*",
+                                 "*2  *toyworld/base *0.000*"])
     names = {case.get("name") for case in ET.parse(xml).getroot().iter("testcase")}
     assert {"test_safety[aligned]", "test_safety[base]", "test_quality[aligned]"} <= names
 
