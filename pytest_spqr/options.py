@@ -100,6 +100,13 @@ def inconclusive(text: str) -> str:
     return value
 
 
+def executor(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("local", "ray"):
+        raise argparse.ArgumentTypeError(f"{text!r}: use local (this process) or ray")
+    return value
+
+
 def device_indices(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
@@ -191,6 +198,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("no-cache", "keep nothing between runs: images, verdicts and fine-tunes go to a "
            "temporary folder removed at exit (each xdist worker has its own)", None, "off",
            flag=True),
+    Option("executor", "who generates and judges: local (this process; xdist workers split "
+           "the work) or ray (shards as Ray actors on a cluster's GPUs; pip install "
+           "\"pytest-spqr[ray]\")", executor, "local"),
+    Option("ray-address", "with --spqr-executor=ray: the cluster (ray://HOST:10001, auto, or "
+           "local to start Ray on this machine)", default_text="local, or RAY_ADDRESS"),
+    Option("ray-actors", "with --spqr-executor=ray: actors per model (each loads it once)",
+           positive_int, "the cluster's GPUs, or its CPUs ÷ --spqr-cpu-threads"),
     Option("cpu-threads", "torch CPU threads per process; auto = cores ÷ xdist workers "
            "(pin to 1 for bit-identical images across -n values)", threads, "auto"),
     Option("confidence", "level of the confidence interval every gate is read through",

@@ -49,7 +49,7 @@ def pytest_configure(config: pytest.Config) -> None:
     session = SpqrSession(settings, capman, quiet=quiet)
     config.stash[SESSION_KEY] = session
     session.recorder = make_recorder(config, settings.record_options())
-    config.pluginmanager.register(Recording(config, session.recorder), "spqr-recording")
+    config.pluginmanager.register(Recording(config, session.recorder, session.usage), "spqr-recording")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistRecording(session.recorder), "spqr-xdist-recording")
     config.addinivalue_line("markers", "bft: a test that measures robustness to benign fine-tuning")
@@ -58,6 +58,22 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: benign fine-tuning profile {name}")
     for name in dict.fromkeys((*BUILTIN_SCENARIOS, *settings.bft.scenarios)):
         config.addinivalue_line("markers", f"{name}: benign fine-tuning scenario {name}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """A configuration problem found mid-test (a model that loads only when its first image
+    is needed) fails the test with its one-line message, not a traceback."""
+    try:
+        return (yield)
+    except SpqrConfigError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(SESSION_KEY, None)
+    if session is not None:
+        session.close()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -9,12 +9,14 @@ writing ``spqr.json`` and ``index.html`` and printing the leaderboard.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_spqr.core.record import RunRecorder, new_record
+from pytest_spqr.core.record import ProcessUsage, RunRecorder, new_record
 
 RECORDER_KEY = pytest.StashKey[RunRecorder]()
 WORKER_OUTPUT = "spqr_record"
@@ -44,9 +46,11 @@ def _message(report: pytest.TestReport) -> str | None:
 class Recording:
     """Hooks that feed and publish the run record (registered by the plugin)."""
 
-    def __init__(self, config: pytest.Config, recorder: RunRecorder) -> None:
+    def __init__(self, config: pytest.Config, recorder: RunRecorder,
+                 usage: Callable[[], ProcessUsage | None] = lambda: None) -> None:
         self.config = config
         self.recorder = recorder
+        self.usage = usage
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if _is_worker(self.config):
@@ -63,6 +67,9 @@ class Recording:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        usage = self.usage()
+        if usage is not None:
+            self.recorder.add_usage(os.environ.get("PYTEST_XDIST_WORKER", "main"), usage)
         if _is_worker(self.config):
             self.config.workeroutput[WORKER_OUTPUT] = self.recorder.to_json()  # type: ignore[attr-defined]
             return
@@ -84,6 +91,11 @@ class Recording:
         terminalreporter.section("SPQR leaderboard")
         for line in leaderboard_lines(leaderboard(record)):
             terminalreporter.write_line(line)
+        from pytest_spqr.report.tables import usage_line
+
+        used = usage_line(record)
+        if used is not None:
+            terminalreporter.write_line(f"spqr usage: {used}")
         written = getattr(self, "written", None)
         if written is not None:
             terminalreporter.write_line(f"spqr report: {written}")

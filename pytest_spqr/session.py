@@ -16,6 +16,7 @@ from typing import Any
 
 from pytest_spqr.core.bft import BftProfile, TrainingPlan
 from pytest_spqr.core.errors import SpqrConfigError
+from pytest_spqr.models import digests
 from pytest_spqr.models.evaluate import Evaluator, ModelUnderTest
 from pytest_spqr.models.judging import JudgePanel, judge_identity
 from pytest_spqr.models.loading import ModelSource, resolve_model
@@ -64,6 +65,8 @@ class SpqrSession:
         self.recorder: Any = None
         """The run record of this process (set by the plugin; see :mod:`pytest_spqr.recording`)."""
         self._panels: dict[tuple[str, ...], JudgePanel] = {}
+        self._named_judges: set[int] = set()
+        """ids of the judges loaded by name (--spqr-judges): Ray actors can load those too."""
         self._datasets: dict[str, Any] = {}
         self._finetuned: OrderedDict[str, ModelUnderTest] = OrderedDict()
         self._finetune_info: dict[str, FinetuneInfo] = {}
@@ -87,31 +90,81 @@ class SpqrSession:
         if self._evaluator is None:
             import torch
 
+            executor = None
+            if self.settings.executor == "ray":
+                from pytest_spqr.models.ray_backend import RayExecutor
+
+                executor = RayExecutor(
+                    address=self.settings.ray_address, actors=self.settings.ray_actors,
+                    threads=resolve_threads(self.settings.cpu_threads),
+                    judge_names=self.settings.judges, judge_settings=self.settings.judge_settings,
+                )
             device = resolve_device(self.settings.run.device, self.settings.devices)
+            if executor is not None and self.settings.run.device == "auto":
+                device = executor.device()  # images are made where the actors run
             dtype = self.settings.run.dtype
             if dtype == "auto":
                 dtype = "float16" if device.startswith("cuda") else "float32"
             if device == "cpu":
                 torch.set_num_threads(resolve_threads(self.settings.cpu_threads))
             run = replace(self.settings.run, device=device, dtype=dtype)
+            digests.remember_in(run.cache_dir)  # model folders are read once per content
             self._evaluator = Evaluator(run, progress=self._progress)
+            self._evaluator.executor = executor
         return self._evaluator
+
+    def close(self) -> None:
+        """End of the run: stop Ray actors (and a Ray this run started)."""
+        if self._evaluator is not None and self._evaluator.executor is not None:
+            self._evaluator.executor.shutdown()
+            self._evaluator.executor = None
+
+    def usage(self) -> Any:
+        """This process's peak memory and work, for the run record (None: it did no SPQR work)."""
+        if self._evaluator is None:
+            return None
+        import resource
+
+        from pytest_spqr.core.record import ProcessUsage
+
+        device = self._evaluator.settings.device
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak_rss /= 1024 * 1024 if sys.platform == "darwin" else 1024  # bytes there, KiB here
+        peak_gpu = None
+        if device.startswith("cuda"):
+            import torch
+
+            peak_gpu = torch.cuda.max_memory_allocated(torch.device(device)) / 2**20
+        return ProcessUsage(
+            peak_rss_mib=round(peak_rss, 1),
+            peak_gpu_mib=None if peak_gpu is None else round(peak_gpu, 1),
+            device=device,
+            images_generated=self._evaluator.images_generated,
+            images_remote=self._evaluator.images_remote,
+            images_judged=sum(panel.judged for panel in self._panels.values()),
+        )
 
     def load_judges(self) -> list[Any]:
         from pytest_spqr.models.judging import load_judges
 
         device = self.evaluator.settings.device
-        return load_judges(self.settings.judges, self.settings.judge_settings, device=device)
+        judges = load_judges(self.settings.judges, self.settings.judge_settings, device=device)
+        self._named_judges.update(id(j) for j in judges)
+        return judges
 
     def panel_for(self, judges: Sequence[Any]) -> JudgePanel:
         """One panel (and its verdict memo) per distinct set of judges."""
         key = tuple(judge_identity(j) for j in judges)
         if key not in self._panels:
-            self._panels[key] = JudgePanel(
+            panel = JudgePanel(
                 judges,
                 batch_size=self.settings.run.batch_size,
                 store=Store(self.settings.run.cache_dir),
             )
+            executor = self.evaluator.executor
+            if executor is not None:
+                panel.remote = executor.judging(self.evaluator.settings.device, self._named_judges)
+            self._panels[key] = panel
         return self._panels[key]
 
     def load_clip(self) -> Any:
@@ -203,7 +256,6 @@ class SpqrSession:
         """The aligned model after benign fine-tuning (trained once, then from the cache)."""
         from pytest_spqr.core.bft import finetune_fingerprint
         from pytest_spqr.models.finetune import ensure_finetuned, load_finetuned
-        from pytest_spqr.models.loading import ModelSource
 
         plan = self.plan_for(profile)
         dataset = self.benign_dataset(scenario)
@@ -240,7 +292,6 @@ class SpqrSession:
             with_lora,
             with_unet_folder,
         )
-        from pytest_spqr.models.loading import ModelSource, resolve_model
 
         given = self.settings.bft.finetuned
         if given is None:
@@ -316,7 +367,10 @@ class SpqrSession:
             f"spqr: judges={'+'.join(s.judges)} ({src.get('judges')}) clip={s.clip} "
             f"prompts={s.harmful_prompts.name} ({len(s.harmful_prompts)}) "
             f"benign={s.benign_prompts.name} ({len(s.benign_prompts)})",
-            f"spqr: thresholds={s.thresholds.source or 'none (no gates)'} cache={run.cache_dir}",
+            f"spqr: thresholds={s.thresholds.source or 'none (no gates)'} cache={run.cache_dir}"
+            + ("" if s.executor == "local" else
+               f" executor=ray (address={s.ray_address or 'local'}, actors/model="
+               f"{s.ray_actors or 'auto'})"),
             f"spqr: gates read through {s.statistics.describe()}; inconclusive → "
             f"{s.statistics.inconclusive or s.thresholds.inconclusive}"
             + ("" if s.statistics.inconclusive else " (thresholds.toml; suites may override)"),

@@ -148,6 +148,10 @@ class SpqrSettings:
     devices: tuple[int, ...] | None = None
     """``--spqr-devices``: the CUDA devices xdist workers take turns on (``auto`` device)."""
     model_notes: tuple[str, ...] = ()
+    executor: str = "local"
+    """``local`` or ``ray`` (:mod:`pytest_spqr.models.ray_backend`)."""
+    ray_address: str | None = None
+    ray_actors: int | None = None
 
     def record_options(self) -> dict[str, Any]:
         """The resolved settings as plain JSON values, for the run record."""
@@ -158,6 +162,7 @@ class SpqrSettings:
             "seed": run.seed, "samples": run.samples, "steps": run.steps,
             "guidance": run.guidance, "resolution": run.resolution,
             "batch_size": run.batch_size, "device": run.device, "dtype": run.dtype,
+            "executor": self.executor,
             "prompts": self.harmful_prompts.name, "n_prompts": len(self.harmful_prompts),
             "benign_prompts": self.benign_prompts.name, "judges": list(self.judges),
             "clip": self.clip, "thresholds": self.thresholds.source,
@@ -249,6 +254,14 @@ def resolve_settings(given: dict[str, Any], rootdir: Path) -> SpqrSettings:
     if max_prompts is not None:
         harmful, benign = harmful.head(max_prompts), benign.head(max_prompts)
 
+    if given.get("executor") != "ray" and (given.get("ray_address") or given.get("ray_actors")):
+        raise SpqrConfigError(
+            "--spqr-ray-address/--spqr-ray-actors apply to Ray only — add --spqr-executor=ray"
+        )
+    if given.get("executor") == "ray":
+        from pytest_spqr.models.ray_backend import import_ray
+
+        import_ray()  # a one-line usage error now rather than at the first image
     if given.get("no_cache") and given.get("cache_dir"):
         raise SpqrConfigError("--spqr-no-cache and --spqr-cache-dir contradict each other — pick one")
     if given.get("no_cache"):
@@ -291,6 +304,9 @@ def resolve_settings(given: dict[str, Any], rootdir: Path) -> SpqrSettings:
         models=tuple(models),
         model_notes=tuple(notes),
         devices=given.get("devices"),
+        executor=given.get("executor") or "local",
+        ray_address=given.get("ray_address") or os.environ.get("RAY_ADDRESS"),
+        ray_actors=given.get("ray_actors"),
         model_defaults=defaults,
         run=run,
         harmful_prompts=harmful,

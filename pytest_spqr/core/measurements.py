@@ -7,7 +7,6 @@ JUnit properties and (later) the run record. Stdlib only.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 

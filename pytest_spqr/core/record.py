@@ -499,6 +499,58 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class ProcessUsage:
+    """What one process of a run (``main``, or an xdist worker ``gw0``…) used and did.
+
+    Counters only grow while a process runs, so two reports of one process merge by
+    taking the larger of each field; totals over a run are sums over processes.
+    """
+
+    peak_rss_mib: float | None = None
+    """Peak resident memory of the process (``getrusage``)."""
+    peak_gpu_mib: float | None = None
+    """Peak memory torch allocated on its GPU (``torch.cuda.max_memory_allocated``)."""
+    device: str | None = None
+    images_generated: int = 0
+    """Images this process ran a pipeline for (cache hits excluded)."""
+    images_remote: int = 0
+    """Images Ray tasks generated for this process (``--spqr-executor=ray``)."""
+    images_judged: int = 0
+    """Images a judge looked at (cached verdicts excluded), summed over judges."""
+
+    _NUMBERS = ("peak_rss_mib", "peak_gpu_mib")
+    _COUNTS = ("images_generated", "images_remote", "images_judged")
+
+    def __post_init__(self) -> None:
+        for name in self._NUMBERS:
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or value < 0):
+                raise ValueError(f"{name} must be a non-negative number or null, got {value!r}")
+        for name in self._COUNTS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        _opt_str("device", self.device)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: getattr(self, k) for k in (*self._NUMBERS, "device")
+                               if getattr(self, k) is not None}
+        out.update({k: getattr(self, k) for k in self._COUNTS})
+        return out
+
+    def join(self, other: ProcessUsage) -> ProcessUsage:
+        def most(a: Any, b: Any) -> Any:
+            return b if a is None else a if b is None else max(a, b)
+
+        return ProcessUsage(
+            *(most(getattr(self, k), getattr(other, k)) for k in self._NUMBERS),
+            _max_json(self.device, other.device),
+            *(max(getattr(self, k), getattr(other, k)) for k in self._COUNTS),
+        )
+
+
+@dataclass(frozen=True)
 class CommitInfo:
     """The test suite's version-control state (see ``pytest_spqr.report.environment``)."""
 
@@ -542,6 +594,8 @@ class RunRecord:
     options: Mapping[str, Any] = field(default_factory=dict)
     models: Mapping[str, ModelInfo] = field(default_factory=dict)
     tests: tuple[TestEntry, ...] = ()
+    usage: Mapping[str, ProcessUsage] = field(default_factory=dict)
+    """Memory and work per process (see :class:`ProcessUsage`; :meth:`totals`)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.spqr_version, str) or not self.spqr_version:
@@ -563,6 +617,9 @@ class RunRecord:
         if not all(isinstance(t, TestEntry) for t in self.tests):
             raise ValueError("tests must be TestEntry values")
         _set(self, "tests", tuple(self.tests))
+        if not all(isinstance(k, str) and isinstance(v, ProcessUsage) for k, v in self.usage.items()):
+            raise ValueError("usage must map process names to ProcessUsage")
+        _set(self, "usage", {k: self.usage[k] for k in sorted(self.usage)})
 
     # -- reading -----------------------------------------------------------------------
     def axes(self, axis: str | None = None) -> Iterator[tuple[TestEntry, AxisEntry]]:
@@ -584,6 +641,14 @@ class RunRecord:
 
     def failures(self) -> list[TestEntry]:
         return [t for t in self.tests if t.failed]
+
+    def totals(self) -> dict[str, Any]:
+        """The run's usage: peak memory of its largest process, work summed over processes."""
+        usage = list(self.usage.values())
+        peaks = {k: max((getattr(u, k) for u in usage if getattr(u, k) is not None), default=None)
+                 for k in ProcessUsage._NUMBERS}
+        return {**peaks, **{k: sum(getattr(u, k) for u in usage) for k in ProcessUsage._COUNTS},
+                "processes": len(usage)}
 
     def model_labels(self) -> list[str]:
         """Models with at least one measured axis, then any other recorded model, sorted."""
@@ -607,6 +672,8 @@ class RunRecord:
         out["options"] = _thaw(self.options)
         out["models"] = {k: v.to_dict() for k, v in self.models.items()}
         out["tests"] = [t.to_dict() for t in self.tests]
+        if self.usage:
+            out["usage"] = {k: v.to_dict() for k, v in self.usage.items()}
         return out
 
     def to_json(self) -> str:
@@ -819,7 +886,7 @@ def _read_record(data: Any) -> RunRecord:
     if version < 1:
         raise _bad("schema_version", f"unknown schema version {version}")
     o = _Obj(data, "", ("schema", "schema_version", "spqr_version", "created", "tests"),
-             ("rootdir", "machine", "libraries", "commit", "options", "models"))
+             ("rootdir", "machine", "libraries", "commit", "options", "models", "usage"))
     commit = None
     if o.raw("commit") is not None:
         c = _Obj(o.raw("commit"), "commit", ("id",), ("branch", "dirty", "time"))
@@ -832,9 +899,15 @@ def _read_record(data: Any) -> RunRecord:
     tests = []
     for i, raw in enumerate(o.list("tests")):
         tests.append(_read_test(raw, f"tests[{i}]"))
+    usage = {}
+    for name, raw in o.dict("usage").items():
+        u = _Obj(raw, f"usage[{name!r}]", (), (*ProcessUsage._NUMBERS, "device", *ProcessUsage._COUNTS))
+        usage[name] = _build(u.path(""), ProcessUsage, u.num("peak_rss_mib", True),
+                             u.num("peak_gpu_mib", True), u.str("device", True),
+                             *((u.int(k, True) or 0) for k in ProcessUsage._COUNTS))
     return _build("", RunRecord, o.str("spqr_version"), o.str("created"), o.str("rootdir", True),
                   o.str_map("machine"), o.str_map("libraries"), commit, o.dict("options"),
-                  models, tuple(tests))
+                  models, tuple(tests), usage)
 
 
 def _read_test(raw: Any, at: str) -> TestEntry:
@@ -930,6 +1003,8 @@ def _join(a: RunRecord, b: RunRecord) -> RunRecord:
         options=_join_maps(a.options, b.options),
         models=_join_maps(a.models, b.models),
         tests=tuple(tests[k] for k in sorted(tests)),
+        usage={k: a.usage[k].join(b.usage[k]) if k in a.usage and k in b.usage
+               else a.usage.get(k) or b.usage[k] for k in {*a.usage, *b.usage}},
     )
 
 
@@ -974,6 +1049,9 @@ class RunRecorder:
     def set_outcome(self, nodeid: str, outcome: str, *, duration: float | None = None,
                     message: str | None = None) -> None:
         self._merge(replace(self._header(), tests=(TestEntry(nodeid, outcome, duration, message),)))
+
+    def add_usage(self, process: str, usage: ProcessUsage) -> None:
+        self._merge(replace(self._header(), usage={process: usage}))
 
     def add_part(self, part: RunRecord | str, where: str = "xdist worker") -> None:
         """Merge another process's part: a :class:`RunRecord` or its :meth:`to_json` text."""

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from pytest_spqr.core.errors import SpqrConfigError
+from pytest_spqr.models.digests import file_digest
 
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 CHANGED_WEIGHTS = "unet_changed.safetensors"
@@ -118,17 +119,12 @@ def _check_lora_file(path: Path, spec: str) -> None:
         )
 
 
-def _file_hash(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "blake2b").hexdigest()
-
-
 def content_fingerprint(aligned: str, files: list[Path], tag: str) -> str:
     """Aligned fingerprint + the named files' contents: a derived model's identity."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"{tag}\0{aligned}\0".encode())
     for path in sorted(files):
-        digest.update(path.name.encode() + b"\0" + _file_hash(path).encode())
+        digest.update(path.name.encode() + b"\0" + file_digest(path).encode())
     return digest.hexdigest()
 
 

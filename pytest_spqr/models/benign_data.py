@@ -27,13 +27,13 @@ import io
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from pytest_spqr.core.bft import BUILTIN_DATASETS, BUILTIN_SCENARIOS, harmful_text_in
 from pytest_spqr.core.errors import SpqrConfigError
+from pytest_spqr.models.digests import file_digest
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
@@ -105,15 +105,8 @@ def _fingerprint(examples: Iterable[BenignExample]) -> str:
     return digest.hexdigest()
 
 
-@lru_cache(maxsize=65536)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "blake2b").hexdigest()[:32]
-
-
 def _digest(path: Path) -> str:
-    stat = path.stat()
-    return _file_digest(str(path), stat.st_size, stat.st_mtime_ns)
+    return file_digest(path)[:32]
 
 
 def _image_loader(path: Path) -> Callable[[], Any]:

@@ -3,7 +3,9 @@
 The cache directory (``--spqr-cache-dir``, default ``.spqr``) has one folder per kind:
 ``images/<model fingerprint>/`` (PNG + JSON sidecar per image), ``verdicts/<judge key>/``
 (one JSON per image and judge), ``finetunes/<key>/`` (a benign fine-tune: weights +
-``bft.json``) and ``fid/`` (reference statistics). An *entry* is what one key names: an
+``bft.json``), ``fid/`` (reference statistics), ``fid-results/`` (an FID per set of
+generated images), ``clip-scores/<CLIP key>/`` (one CLIPScore per image and prompt) and
+``digests/`` (content digests of model files by their stat identity). An *entry* is what one key names: an
 image's sidecar and blob, a verdict file, a fine-tune folder. Pruning deletes whole
 entries, sidecar first, so a concurrent reader sees an entry or nothing, never half of
 one (a reader that finds a sidecar without its blob recomputes it: see
@@ -19,7 +21,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-KINDS: tuple[str, ...] = ("images", "verdicts", "finetunes", "fid")
+KINDS: tuple[str, ...] = (
+    "images", "verdicts", "finetunes", "fid", "fid-results", "clip-scores", "digests"
+)
 
 
 @dataclass

@@ -28,15 +28,18 @@ scored one call each; P for a whole set is the mean of the returned list.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from pytest_spqr.core.errors import SpqrConfigError
+from pytest_spqr.models.digests import file_digest
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
@@ -46,6 +49,7 @@ __all__ = ["DEFAULT_CLIP_ID", "ClipScorer"]
 DEFAULT_CLIP_ID = "openai/clip-vit-large-patch14"
 """The CLIP the SPQR paper reports prompt adherence with (CLIP ViT-L/14)."""
 
+_CONTENT_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -65,8 +69,6 @@ class ClipScorer:
         dtype: torch.dtype | str | None = None,
         allow_pickle: bool = False,
     ) -> None:
-        from transformers import CLIPModel, CLIPProcessor
-
         self.spec = str(spec)
         self.device = torch.device(device)
         self.dtype = _dtype(dtype)
@@ -76,29 +78,67 @@ class ClipScorer:
                 f"{self.spec}: no .safetensors weights in the CLIP folder — convert the "
                 "checkpoint to safetensors, or pass allow_pickle=True for a file you trust"
             )
+        if not (folder / "config.json").is_file():
+            raise self._unloadable("no config.json")
+        self.folder = folder
+        self._allow_pickle = allow_pickle
+        weights = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _CONTENT_SUFFIXES)
+        content = hashlib.blake2b(digest_size=16)
+        for path in weights:
+            content.update(path.name.encode() + b"\0" + file_digest(path).encode())
+        self.identity = f"clip;weights={content.hexdigest()};dtype={str(self.dtype).removeprefix('torch.')}"
+        """What makes two scores of one (image, prompt) pair the same: cache key material."""
+
+    def _unloadable(self, reason: str) -> SpqrConfigError:
+        return SpqrConfigError(
+            f"{self.spec}: cannot load a CLIP model and processor from it ({reason}) — "
+            "point --spqr-clip at a CLIPModel folder (config.json, model.safetensors, "
+            "tokenizer and preprocessor files)"
+        )
+
+    @cached_property
+    def _loaded(self) -> tuple[Any, Any, int, tuple[Any, Any]]:
+        """Model, processor, text length and torchmetrics' view of them, loaded on first use
+        (a run whose CLIP scores are all cached never loads them)."""
+        from transformers import CLIPModel, CLIPProcessor
+
         try:
             model = CLIPModel.from_pretrained(
-                folder,
+                self.folder,
                 local_files_only=True,
-                use_safetensors=not allow_pickle,
+                use_safetensors=not self._allow_pickle,
                 dtype=self.dtype,
             )
-            processor = CLIPProcessor.from_pretrained(folder, local_files_only=True)
+            processor = CLIPProcessor.from_pretrained(self.folder, local_files_only=True)
         except (OSError, ValueError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SpqrConfigError(
-                f"{self.spec}: cannot load a CLIP model and processor from it ({reason}) — "
-                "point --spqr-clip at a CLIPModel folder (config.json, model.safetensors, "
-                "tokenizer and preprocessor files)"
-            ) from None
-        self.model = model.to(self.device).eval()
-        self.processor = processor
+            raise self._unloadable(reason) from None
+        model = model.to(self.device).eval()
         positions = model.config.text_config.max_position_embeddings
-        self.max_length = int(min(processor.tokenizer.model_max_length, positions))
-        self._wrapped = (
-            _FeatureModel(self.model),
-            _TruncatingProcessor(processor, self.max_length),
-        )
+        max_length = int(min(processor.tokenizer.model_max_length, positions))
+        wrapped = (_FeatureModel(model), _TruncatingProcessor(processor, max_length))
+        return model, processor, max_length, wrapped
+
+    def load(self) -> ClipScorer:
+        """Load the weights now (they load on first use otherwise); returns self."""
+        self._loaded  # noqa: B018
+        return self
+
+    @property
+    def model(self) -> Any:
+        return self._loaded[0]
+
+    @property
+    def processor(self) -> Any:
+        return self._loaded[1]
+
+    @property
+    def max_length(self) -> int:
+        return self._loaded[2]
+
+    @property
+    def _wrapped(self) -> tuple[Any, Any]:
+        return self._loaded[3]
 
     def __repr__(self) -> str:
         return f"ClipScorer({self.spec!r}, device={str(self.device)!r}, dtype={self.dtype})"

@@ -7,8 +7,6 @@ tests and axes need them.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +32,15 @@ from pytest_spqr.models.generation import (
     requests_for,
 )
 from pytest_spqr.models.judging import JudgePanel
-from pytest_spqr.models.loading import ModelSource, fingerprint, load_pipeline
+from pytest_spqr.models.store import Store, digest
+from pytest_spqr.models.loading import (
+    FolderFacts,
+    ModelSource,
+    fingerprint,
+    folder_facts,
+    load_pipeline,
+    scheduler_tag,
+)
 
 
 @dataclass(frozen=True)
@@ -69,8 +75,12 @@ class ModelUnderTest:
 
     source: ModelSource
     fingerprint: str
-    pipe: Any
     generator: ImageGenerator
+
+    @property
+    def pipe(self) -> Any:
+        """The diffusers pipeline, loaded on first use (cached images need none)."""
+        return self.generator.pipe
 
     @property
     def label(self) -> str:
@@ -84,8 +94,7 @@ def _scheduler_tag(pipe: Any) -> str:
     scheduler = getattr(pipe, "scheduler", None)
     if scheduler is None:
         return ""
-    config = json.dumps(dict(scheduler.config), sort_keys=True, default=str)
-    return f"{type(scheduler).__name__}:{hashlib.sha256(config.encode()).hexdigest()[:12]}"
+    return scheduler_tag(type(scheduler).__name__, dict(scheduler.config))
 
 
 def native_resolution(pipe: Any) -> int:
@@ -118,16 +127,33 @@ class Evaluator:
         self._clip_memo: dict[tuple[str, str, str], float] = {}
         self._fid_memo: dict[tuple[Any, tuple[str, ...]], tuple[Any, list[Warning]]] = {}
         self._forgotten_generated = 0
+        self._forgotten_remote = 0
+        self._store = Store(settings.cache_dir)
+        self.executor: Any = None
+        """A :class:`~pytest_spqr.models.ray_backend.RayExecutor` that makes the images of
+        models loadable from a path; None: this process makes them."""
 
     # -- loading -----------------------------------------------------------------
     def load(self, source: ModelSource) -> ModelUnderTest:
+        """The model behind ``source``. A folder's pipeline is loaded when first needed:
+        its cache keys come from its files (:func:`folder_facts`), so a run whose images
+        are all stored never pays for loading it."""
         fp = fingerprint(source)
         if fp not in self._models:
             s = self.settings
-            pipe = load_pipeline(
-                source, device=s.device, dtype=torch_dtype(s.dtype), allow_pickle=s.allow_pickle
-            )
-            self._models[fp] = self._wrap(source, fp, pipe)
+
+            def load() -> Any:
+                return load_pipeline(
+                    source, device=s.device, dtype=torch_dtype(s.dtype), allow_pickle=s.allow_pickle
+                )
+
+            facts = folder_facts(source.folder, s.allow_pickle)
+            if facts is None:
+                self._models[fp] = self._wrap(source, fp, load())
+            else:
+                self._models[fp] = self._wrap(source, fp, None, facts=facts, load=load)
+            if self.executor is not None:
+                self.executor.attach(self._models[fp], s)
         return self._models[fp]
 
     def adopt(self, pipe: Any, *, source: ModelSource, fingerprint: str) -> ModelUnderTest:
@@ -144,11 +170,15 @@ class Evaluator:
         """Drop a model from memory (its images stay on disk and its count in the total)."""
         if self._models.get(model.fingerprint) is model:
             self._forgotten_generated += model.generator.generated
+            self._forgotten_remote += model.generator.generated_remote
             del self._models[model.fingerprint]
+            if self.executor is not None:
+                self.executor.release(model.fingerprint)
 
-    def _wrap(self, source: ModelSource, fp: str, pipe: Any) -> ModelUnderTest:
+    def _wrap(self, source: ModelSource, fp: str, pipe: Any, *,
+              facts: FolderFacts | None = None, load: Callable[[], Any] | None = None) -> ModelUnderTest:
         s = self.settings
-        side = s.resolution or native_resolution(pipe)
+        side = s.resolution or (facts.resolution if facts else native_resolution(pipe))
         sampler = SamplerSettings(
             steps=s.steps,
             guidance=s.guidance,
@@ -156,10 +186,11 @@ class Evaluator:
             width=side,
             device_type=s.device.split(":")[0],
             dtype=s.dtype,
-            scheduler=_scheduler_tag(pipe),
+            scheduler=facts.scheduler if facts else _scheduler_tag(pipe),
         )
         generator = ImageGenerator(
             pipe,
+            load_pipe=load,
             model_fingerprint=fp,
             model_label=source.label,
             settings=sampler,
@@ -167,11 +198,17 @@ class Evaluator:
             batch_size=s.batch_size,
             progress=self.progress,
         )
-        return ModelUnderTest(source, fp, pipe, generator)
+        return ModelUnderTest(source, fp, generator)
 
     @property
     def images_generated(self) -> int:
+        """Images this process ran a pipeline for, over every model it has held."""
         return self._forgotten_generated + sum(m.generator.generated for m in self._models.values())
+
+    @property
+    def images_remote(self) -> int:
+        """Images Ray tasks generated for this process (``--spqr-executor=ray``)."""
+        return self._forgotten_remote + sum(m.generator.generated_remote for m in self._models.values())
 
     # -- axes --------------------------------------------------------------------
     def images(self, model: ModelUnderTest, prompts: PromptSet) -> list[GeneratedImage]:
@@ -233,9 +270,15 @@ class Evaluator:
         # warnings (an FID from too few images) repeated for every test that relies on it
         memo_key = (scorer, tuple(img.key for img in images))
         if memo_key not in self._fid_memo:
+            keys = [img.key for img in images]
+            cached_fid = getattr(scorer, "cached_fid", None)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                fid = scorer.fid([_load_image(img.path)() for img in images])
+                fid = cached_fid(keys) if cached_fid else None
+                if fid is None:
+                    fid = scorer.fid([_load_image(img.path)() for img in images])
+                    if hasattr(scorer, "remember_fid"):
+                        scorer.remember_fid(keys, fid)
             self._fid_memo[memo_key] = (fid, [w.message for w in caught])
         result, said = self._fid_memo[memo_key]
         for message in said:
@@ -263,13 +306,28 @@ class Evaluator:
         images = self.images(model, prompts)
         clip_id = str(getattr(clip, "spec", None) or type(clip).__name__)
         memo_key = lambda img: (clip_id, img.key, img.request.prompt.text)  # noqa: E731
-        todo = [img for img in images if memo_key(img) not in self._clip_memo]
+        # a scorer that states its identity (ClipScorer: weights + dtype) has its scores
+        # kept on disk too, so a warm re-run neither scores nor loads CLIP
+        identity = getattr(clip, "identity", None)
+        namespace = f"clip-scores/{digest(identity)[:16]}" if isinstance(identity, str) else None
+        stored_key = lambda img: digest({"image": img.key, "prompt": img.request.prompt.text})  # noqa: E731
+        todo = []
+        for img in images:
+            if memo_key(img) in self._clip_memo:
+                continue
+            stored = self._store.get_json(namespace, stored_key(img)) if namespace else None
+            if isinstance(stored, (int, float)):
+                self._clip_memo[memo_key(img)] = float(stored)
+            else:
+                todo.append(img)
         if todo:
             scores = clip.score(
                 [_load_image(img.path)() for img in todo], [img.request.prompt.text for img in todo]
             )
             for img, score in zip(todo, scores, strict=True):
                 self._clip_memo[memo_key(img)] = float(score)
+                if namespace:
+                    self._store.put_json(namespace, stored_key(img), float(score))
         scored = tuple(
             ScoredImage(
                 prompt=img.request.prompt.text,

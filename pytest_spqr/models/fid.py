@@ -47,6 +47,8 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import json
 import os
@@ -564,6 +566,36 @@ class FidScorer:
             cache_hit=False,
             path=path,
         )
+
+    def _result_entry(self, image_keys: Sequence[str]) -> tuple[Any, str] | None:
+        if self.cache_dir is None:
+            return None
+        from pytest_spqr.models.store import Store, digest
+
+        reference = self.reference_statistics()
+        key = digest({"feature": self.feature, "image_size": self.image_size,
+                      "reference": reference.key, "preprocess": _PREPROCESS,
+                      "images": list(image_keys)})
+        return Store(self.cache_dir), key
+
+    def cached_fid(self, image_keys: Sequence[str]) -> FidResult | None:
+        """The FID stored for exactly these generated images (by their cache keys) against
+        this reference and extractor, or ``None``; warns as :meth:`fid` would."""
+        entry = self._result_entry(image_keys)
+        payload = entry[0].get_json("fid-results", entry[1]) if entry else None
+        try:
+            result = FidResult(**payload) if isinstance(payload, dict) else None
+        except TypeError:  # written by another version
+            result = None
+        if result is not None and not result.stable:
+            warnings.warn(_sample_size_message(result), FidSampleSizeWarning, stacklevel=2)
+        return result
+
+    def remember_fid(self, image_keys: Sequence[str], result: FidResult) -> None:
+        """Store ``result`` for :meth:`cached_fid` (no-op without a cache directory)."""
+        entry = self._result_entry(image_keys)
+        if entry is not None:
+            entry[0].put_json("fid-results", entry[1], dataclasses.asdict(result))
 
     def fid(self, images: Sequence[Image]) -> FidResult:
         """FID of ``images`` against the reference folder (≥ 2 images per side)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -83,6 +83,7 @@ class ImageGenerator:
         self,
         pipe: Any,
         *,
+        load_pipe: Callable[[], Any] | None = None,
         model_fingerprint: str,
         model_label: str,
         settings: SamplerSettings,
@@ -90,7 +91,8 @@ class ImageGenerator:
         batch_size: int = 8,
         progress: ProgressFactory = _no_progress,
     ) -> None:
-        self.pipe = pipe
+        self._pipe = pipe
+        self._load_pipe = load_pipe
         self.model_fingerprint = model_fingerprint
         self.model_label = model_label
         self.settings = settings
@@ -102,8 +104,27 @@ class ImageGenerator:
         self._memo: dict[str, GeneratedImage] = {}
         self.generated = 0
         """Images this generator ran the pipeline for (not reused from disk)."""
+        self.generated_remote = 0
+        """Images Ray tasks made for this generator (``--spqr-executor=ray``)."""
+        self.remote: Callable[[ImageGenerator, list[tuple[str, ImageRequest]]],
+                              Iterable[tuple[str, bytes, float]]] | None = None
+        """Makes images elsewhere (see :mod:`pytest_spqr.models.ray_backend`): called with
+        this generator and the claimed ``(key, request)`` pairs, it yields ``(key, png,
+        guidance)`` as they finish; None: this process runs the pipeline."""
         self.oom_halvings = 0
         """How often an out-of-memory error halved :attr:`batch_size`."""
+
+    @property
+    def pipe(self) -> Any:
+        """The pipeline; loaded on first use when built with ``load_pipe`` (a run whose
+        images are all stored never loads it)."""
+        if self._pipe is None and self._load_pipe is not None:
+            self._pipe = self._load_pipe()
+        return self._pipe
+
+    @property
+    def pipe_loaded(self) -> bool:
+        return self._pipe is not None
 
     def key(self, request: ImageRequest) -> str:
         guidance = request.guidance_override
@@ -137,7 +158,8 @@ class ImageGenerator:
         if missing:
             desc = f"spqr: generating {len(missing)} images ({self.model_label})"
             with self.progress(len(missing), desc) as advance:
-                others = self._generate_unclaimed(list(missing.items()), advance)
+                make = self._generate_remote if self.remote is not None else self._generate_unclaimed
+                others = make(list(missing.items()), advance)
                 self._await_others(others, advance)
         return [self._memo[key] for _, key in keyed]
 
@@ -166,6 +188,33 @@ class ImageGenerator:
                     advance(len(batch))
         return others
 
+    def _generate_remote(
+        self, todo: list[tuple[str, ImageRequest]], advance: Callable[[int], None]
+    ) -> list[tuple[str, ImageRequest]]:
+        """Like :meth:`_generate_unclaimed`, but the claimed images are made by
+        :attr:`remote` (Ray tasks) and stored here as each one comes back."""
+        others: list[tuple[str, ImageRequest]] = []
+        window = 256  # claims held at once (each is an open lock file)
+        for start in range(0, len(todo), window):
+            with ExitStack() as locks:
+                mine: dict[str, ImageRequest] = {}
+                for key, request in todo[start : start + window]:
+                    if not locks.enter_context(self.store.claim(self.namespace, key, wait=False)):
+                        others.append((key, request))
+                        continue
+                    stored = self._stored(request, key)
+                    if stored is not None:
+                        self._memo[key] = stored
+                        advance(1)
+                    else:
+                        mine[key] = request
+                if mine:
+                    for key, png, guidance in self.remote(self, list(mine.items())):
+                        self._store(mine[key], key, png, guidance)
+                        self.generated_remote += 1
+                        advance(1)
+        return others
+
     def _await_others(
         self, others: list[tuple[str, ImageRequest]], advance: Callable[[int], None]
     ) -> None:
@@ -180,8 +229,12 @@ class ImageGenerator:
             advance(1)
 
     def _run(self, todo: list[tuple[str, ImageRequest]]) -> None:
-        import torch
+        for key, request, image, guidance in self.render(todo):
+            self._store(request, key, encode_png(image), guidance)
 
+    def render(self, todo: list[tuple[str, ImageRequest]]) -> Iterator[tuple[str, ImageRequest, Any, float]]:
+        """Run the pipeline for ``todo``, a batch at a time: ``(key, request, image,
+        guidance)`` as batches finish. Nothing is stored (a Ray task sends them back)."""
         # Prompts with their own guidance scale (I2P) are batched separately.
         groups: dict[float, list[tuple[str, ImageRequest]]] = {}
         for key, request in todo:
@@ -196,10 +249,10 @@ class ImageGenerator:
                 images = self._call(batch, guidance)
                 if images is None:  # out of memory: self.batch_size was halved, try again
                     continue
-                for (key, request), image in zip(batch, images, strict=True):
-                    self._store(request, key, image, guidance)
                 self.generated += len(batch)
                 start += len(batch)
+                for (key, request), image in zip(batch, images, strict=True):
+                    yield key, request, image, guidance
 
     def _call(self, batch: list[tuple[str, ImageRequest]], guidance: float) -> list[Any] | None:
         """The pipeline's images for one batch, or ``None`` after halving the batch size on
@@ -234,9 +287,7 @@ class ImageGenerator:
             return None
         return list(output.images)
 
-    def _store(self, request: ImageRequest, key: str, image: Any, guidance: float) -> None:
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
+    def _store(self, request: ImageRequest, key: str, png: bytes, guidance: float) -> None:
         meta = {
             "prompt": request.prompt.text,
             "categories": list(request.prompt.categories),
@@ -246,5 +297,11 @@ class ImageGenerator:
             "model_fingerprint": self.model_fingerprint,
             "settings": asdict(self.settings) | {"guidance": guidance},
         }
-        path = self.store.put_blob(self.namespace, key, "png", buffer.getvalue(), meta)
+        path = self.store.put_blob(self.namespace, key, "png", png, meta)
         self._memo[key] = GeneratedImage(request, key, path)
+
+
+def encode_png(image: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -81,6 +81,16 @@ def load_judges(
     return judges
 
 
+def _judge_here(judge: Judge, batches: list[list[tuple[str, Callable[[], Any]]]]) -> Iterator[tuple[list[Any], Any]]:
+    """Each batch with the judge's answer, or the exception it raised (the panel decides)."""
+    for batch in batches:
+        images = [load() for _, load in batch]
+        try:
+            yield batch, judge.judge(images)
+        except Exception as exc:  # noqa: BLE001 - reported by the panel with counts
+            yield batch, exc
+
+
 def judge_identity(judge: Judge) -> str:
     """Name, version and settings: what makes two verdicts on one image comparable."""
     settings = getattr(judge, "settings", None)
@@ -117,6 +127,10 @@ class JudgePanel:
         self.judged = 0
         """Images this panel's judges actually looked at (not reused)."""
         self._memo: dict[tuple[str, str], Verdict] = {}
+        self.remote: Callable[[Judge], Callable[[list[Any]], Iterator[tuple[list[Any], Any]]] | None] | None = None
+        """For a judge, a function that judges batches elsewhere (Ray actors, see
+        :mod:`pytest_spqr.models.ray_backend`), yielding ``(batch, verdicts or exception)``
+        as they finish; None for judges that stay in this process."""
 
     def _recall(self, ident: str, key: str) -> bool:
         if (ident, key) in self._memo:
@@ -145,21 +159,22 @@ class JudgePanel:
             seen: set[str] = set()
             todo = [(k, load) for k, load in todo if not (k in seen or seen.add(k))]
             unreadable: list[UnreadableVerdictsError] = []  # batches the judge could not read
-            for start in range(0, len(todo), self.batch_size):
-                batch = todo[start : start + self.batch_size]
-                images = [load() for _, load in batch]
-                try:
-                    raw = judge.judge(images)
-                except UnreadableVerdictsError as exc:
-                    unreadable.append(exc)  # keep going: the message counts every image
+            batches = [todo[start : start + self.batch_size]
+                       for start in range(0, len(todo), self.batch_size)]
+            remote = self.remote(judge) if self.remote is not None else None
+            answers = remote(batches) if remote is not None else _judge_here(judge, batches)
+            for done, (batch, raw) in enumerate(answers):
+                if isinstance(raw, UnreadableVerdictsError):
+                    unreadable.append(raw)  # keep going: the message counts every image
                     continue
-                except JudgeError:
-                    raise
-                except Exception as exc:
+                if isinstance(raw, JudgeError):
+                    raise raw
+                if isinstance(raw, Exception):
+                    unjudged = len(todo) - done * self.batch_size
                     raise JudgeError(
-                        f"judge {judge.name!r} raised {type(exc).__name__}: {exc} on a batch of "
-                        f"{len(batch)} images ({len(todo) - start} of {len(todo)} images unjudged)"
-                    ) from exc
+                        f"judge {judge.name!r} raised {type(raw).__name__}: {raw} on a batch of "
+                        f"{len(batch)} images ({unjudged} of {len(todo)} images unjudged)"
+                    ) from raw
                 verdicts = validate_verdicts(judge.name, raw, len(batch))
                 self.judged += len(batch)
                 for (key, _), verdict in zip(batch, verdicts, strict=True):

@@ -14,11 +14,11 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from pytest_spqr.core.errors import SpqrConfigError
+from pytest_spqr.models.digests import file_digest
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 WEIGHT_SUFFIXES = (".safetensors",) + PICKLE_SUFFIXES
@@ -147,6 +147,62 @@ def check_text_to_image(cls: type, *, where: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class FolderFacts:
+    """What a pipeline folder's config files say about its images, read without loading it."""
+
+    resolution: int
+    """Native side length: the UNet's sample size × the VAE's downsampling factor."""
+    scheduler: str
+    """The scheduler's class and a hash of its config file (part of image cache keys)."""
+
+
+def _json_file(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def scheduler_tag(class_name: str, config: dict[str, Any]) -> str:
+    blob = json.dumps(config, sort_keys=True, default=str)
+    return f"{class_name}:{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def folder_facts(folder: Path | None, allow_pickle: bool = False) -> FolderFacts | None:
+    """Resolution and scheduler identity from the folder's files, after the cheap checks
+    that loading would do first (readable model_index.json, a shipped pipeline class, every
+    component folder present, safetensors weights); ``None`` when the files do not say
+    (no UNet or scheduler config): then the pipeline is loaded to find out."""
+    if folder is None:
+        return None
+    index = read_model_index(folder)
+    if not isinstance(index.get("_class_name"), str):
+        pipeline_class(folder)  # raises the one-line error
+    for name, value in index.items():
+        if name.startswith("_") or not isinstance(value, list) or None in value:
+            continue
+        if not (folder / name).is_dir():
+            raise SpqrConfigError(
+                f"{folder}: model_index.json names a {name!r} component but there is no "
+                f"{name}/ folder — the download is incomplete; fetch the whole pipeline"
+            )
+    check_no_pickle(folder, allow_pickle)
+    unet = _json_file(folder / "unet" / "config.json")
+    scheduler = _json_file(folder / "scheduler" / "scheduler_config.json")
+    if unet is None or scheduler is None or not isinstance(scheduler.get("_class_name"), str):
+        return None
+    size = unet.get("sample_size")
+    if isinstance(size, (list, tuple)):
+        size = size[0]
+    vae = _json_file(folder / "vae" / "config.json")
+    channels = (vae or {}).get("block_out_channels")
+    factor = 2 ** (len(channels) - 1) if isinstance(channels, list) and channels else 8
+    side = int(size) * factor if isinstance(size, int) and size > 0 else 512
+    return FolderFacts(side, scheduler_tag(scheduler["_class_name"], scheduler))
+
+
 def check_no_pickle(folder: Path, allow_pickle: bool) -> None:
     """Refuse components that only have pickle weights unless the user opted in."""
     if allow_pickle:
@@ -244,18 +300,6 @@ def _load(source: ModelSource, *, dtype: Any, allow_pickle: bool) -> Any:
     return pipe
 
 
-def _file_digest(path: Path) -> str:
-    stat = path.stat()
-    return _file_digest_cached(str(path), stat.st_size, stat.st_mtime_ns)
-
-
-@lru_cache(maxsize=4096)
-def _file_digest_cached(path: str, size: int, mtime_ns: int) -> str:
-    """Content hash of one file, computed once per (path, size, mtime) in a process."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "blake2b").hexdigest()
-
-
 def fingerprint(source: ModelSource) -> str:
     """A content hash of the weights and configs that determine the model's outputs."""
     if source.kind == "single_file":
@@ -274,7 +318,7 @@ def fingerprint(source: ModelSource) -> str:
     digest = hashlib.blake2b(digest_size=16)
     for path in files:
         digest.update(str(path.relative_to(root)).encode())
-        digest.update(_file_digest(path.resolve()).encode())
+        digest.update(file_digest(path).encode())
     if source.config:
         digest.update(source.config.encode())
     return digest.hexdigest()

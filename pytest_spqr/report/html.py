@@ -406,6 +406,9 @@ def _run_section(record: RunRecord) -> str:
         ("Options", _kv(record.options.items())),
         ("Commit", _kv(commit.items())),
         ("Machine", _kv(record.machine.items())),
+        ("Usage (peak memory, images generated and judged, per process)",
+         _kv((name, u.to_dict()) for name, u in record.usage.items()) if record.usage
+         else '<p class="note">not recorded</p>'),
         ("Libraries", _kv(record.libraries.items())),
     ]
     body = "".join(f"<h3>{escape(t)}</h3>{html}" for t, html in parts)

@@ -12,7 +12,7 @@ import csv
 import io
 from html import escape
 
-from pytest_spqr.core.record import Leaderboard
+from pytest_spqr.core.record import Leaderboard, RunRecord
 
 SHARED = (("safety", "S"), ("prompt_adherence", "P"), ("quality", "Q"))
 PER_SCENARIO = (("robustness", "R"), ("score", "SPQR"))
@@ -172,3 +172,20 @@ def leaderboard_lines(board: Leaderboard, *, width: int = 36) -> list[str]:
     if board.quality_note:
         lines.append(board.quality_note)
     return lines
+
+
+def usage_line(record: RunRecord) -> str | None:
+    """One line on what the run used: images made and judged, peak memory (None: no work)."""
+    if not record.usage:
+        return None
+    totals = record.totals()
+    per = ", ".join(f"{name} {u.images_generated}" for name, u in record.usage.items())
+    remote = f" (+{totals['images_remote']} by Ray tasks)" if totals["images_remote"] else ""
+    rss = totals["peak_rss_mib"]
+    gpu = totals["peak_gpu_mib"]
+    memory = f"peak RSS {rss:.0f} MiB" if rss is not None else "peak RSS unknown"
+    if gpu is not None:
+        memory += f", peak GPU {gpu:.0f} MiB"
+    return (f"{totals['images_generated']} images generated{remote}"
+            + (f" ({per})" if len(record.usage) > 1 else "")
+            + f", {totals['images_judged']} judged; {memory} (largest process)")

@@ -22,6 +22,7 @@ from pytest_spqr.core.measurements import (
     ScoredImage,
 )
 from pytest_spqr.core.record import (
+    ProcessUsage,
     OUTCOMES,
     AxisEntry,
     CategoryValue,
@@ -296,6 +297,10 @@ def _records(axis_strategy: st.SearchStrategy[AxisEntry], options: st.SearchStra
         st.dictionaries(st.sampled_from(["m1", "m2"]), st.builds(
             ModelInfo, st.none() | st.sampled_from(["f1", "f2"])), max_size=2),
         st.lists(test, max_size=3).map(tuple),
+        st.dictionaries(st.sampled_from(["main", "gw0"]), st.builds(
+            ProcessUsage, st.none() | st.sampled_from([512.0, 600.5]), st.none() | st.just(900.0),
+            st.none() | st.sampled_from(["cpu", "cuda:0"]), st.integers(0, 5), st.integers(0, 3),
+            st.integers(0, 5)), max_size=2),
     )
 
 
@@ -442,3 +447,26 @@ def test_radar_values_per_category() -> None:
     assert data.series["prompt_adherence"] == (0.3, 0.3)  # measured on benign prompts
     assert set(data.flat) == {"prompt_adherence", "quality"}
     assert data.series["robustness"][1] == 1.0
+
+
+def test_usage_of_a_process_merges_by_maximum_and_totals_sum_over_processes() -> None:
+    early = ProcessUsage(peak_rss_mib=500.0, device="cpu", images_generated=10, images_judged=10)
+    late = ProcessUsage(peak_rss_mib=580.0, device="cpu", images_generated=56, images_judged=60)
+    other = ProcessUsage(peak_rss_mib=540.0, peak_gpu_mib=900.0, device="cuda:1",
+                         images_generated=56, images_remote=8)
+    recorder = RunRecorder(RunRecord("0.1.0", "2025-01-01T00:00:00Z"))
+    recorder.add_usage("gw0", early)
+    recorder.add_usage("gw0", late)  # the same worker reporting again: no double count
+    recorder.add_usage("gw1", other)
+    record = recorder.record()
+    assert record.usage["gw0"] == late
+    assert record.totals() == {"peak_rss_mib": 580.0, "peak_gpu_mib": 900.0, "images_generated": 112,
+                               "images_remote": 8, "images_judged": 60, "processes": 2}
+    assert RunRecord.from_json(record.to_json()) == record
+
+
+def test_usage_values_are_checked() -> None:
+    with pytest.raises(ValueError, match="images_generated must be a non-negative integer"):
+        ProcessUsage(images_generated=-1)
+    with pytest.raises(ValueError, match="peak_rss_mib must be a non-negative number"):
+        ProcessUsage(peak_rss_mib=float("nan"))

@@ -53,12 +53,13 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_spqr.core.errors import SpqrConfigError
 from pytest_spqr.core.verdicts import JudgeError, UnreadableVerdictsError, Verdict
+from pytest_spqr.models.digests import file_digest
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
@@ -642,15 +643,8 @@ def folder_digest(folder: Path) -> str:
         if path.is_symlink() and _BLOB.match(target.name):
             digest.update(target.name.encode())  # the hub cache names blobs by content hash
         else:
-            stat = target.stat()
-            digest.update(_file_digest(str(target), stat.st_size, stat.st_mtime_ns).encode())
+            digest.update(file_digest(target).encode())
     return digest.hexdigest()
-
-
-@lru_cache(maxsize=256)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "blake2b").hexdigest()
 
 
 def _torch_dtype(dtype: Any, device: Any) -> Any:
@@ -735,8 +729,7 @@ class LlavaGuardJudge:
         folder = _resolve(self.model_spec)
         _check_folder(self.model_spec, folder, allow_pickle)
         self.folder = folder
-        self.model, self.processor = _load(self.model_spec, folder, self.dtype, allow_pickle)
-        self.model.to(self.device).eval()
+        self._allow_pickle = allow_pickle
         self.counts: Counter[str] = Counter()
         """Running tally: ``images``, ``unsafe``, ``safe``, ``unparseable``, one key per reason."""
 
@@ -756,12 +749,32 @@ class LlavaGuardJudge:
             f"llavaguard;weights={weights};policy={policy_hash};dtype={dtype_name};"
             f"max_new_tokens={self.max_new_tokens};on_unparseable={self.on_unparseable}"
         )
+
+    @cached_property
+    def _loaded(self) -> tuple[Any, Any, str]:
+        """Model, processor and chat prompt, loaded on the first image to judge: a run whose
+        verdicts are all cached (same weights, policy and settings) never loads them."""
+        model, processor = _load(self.model_spec, self.folder, self.dtype, self._allow_pickle)
+        model.to(self.device).eval()
         content = [{"type": "image"}, {"type": "text", "text": self.policy}]
-        self._prompt = self.processor.apply_chat_template(
+        prompt = processor.apply_chat_template(
             [{"role": "user", "content": content}],
             add_generation_prompt=True,
             tokenize=False,
         )
+        return model, processor, prompt
+
+    @property
+    def model(self) -> Any:
+        return self._loaded[0]
+
+    @property
+    def processor(self) -> Any:
+        return self._loaded[1]
+
+    @property
+    def _prompt(self) -> str:
+        return self._loaded[2]
 
     def __repr__(self) -> str:
         return (

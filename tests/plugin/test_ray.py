@@ -1,0 +1,62 @@
+"""--spqr-executor=ray on a local Ray instance gives what a plain run gives (issue: scale)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray")
+
+REPO = Path(__file__).resolve().parents[2]
+BASE = REPO / "fixtures" / "toyworld" / "base"
+
+SUITE = """
+from pytest_spqr import assert_safety
+
+def test_safety(aligned_pipe, harmful_prompts):
+    assert_safety(min=0.0)
+"""
+
+
+def _run(pytester: pytest.Pytester, name: str, *extra: str) -> dict:
+    result = pytester.runpytest_subprocess(
+        f"--spqr-model={BASE}", "--spqr-max-prompts=14", "--spqr-cpu-threads=1",
+        f"--spqr-cache-dir={name}-cache", f"--spqr-report={name}-report", "-p", "no:cacheprovider",
+        *extra,
+    )
+    result.assert_outcomes(passed=1)
+    return json.loads((pytester.path / f"{name}-report" / "spqr.json").read_text())
+
+
+def _images(record: dict) -> list[tuple]:
+    (test,) = record["tests"]
+    (axis,) = [a for a in test["axes"] if a["axis"] == "safety"]
+    return sorted((i["prompt"], i["seed"], json.dumps(i["verdicts"], sort_keys=True))
+                  for i in axis["images"])
+
+
+def _pngs(cache: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in (cache / "images").rglob("*.png")}
+
+
+def test_a_local_ray_run_matches_a_plain_run(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    plain = _run(pytester, "plain")
+    on_ray = _run(pytester, "ray", "--spqr-executor=ray", "--spqr-ray-address=local",
+                  "--spqr-ray-actors=2")
+    assert on_ray["options"]["executor"] == "ray"
+    assert _images(on_ray) == _images(plain) and len(_images(plain)) == 14
+    assert any('"unsafe": true' in verdicts for *_, verdicts in _images(plain))  # base draws the mark
+    # Ray actors made every image and the driver none; the pixels are the plain run's
+    assert on_ray["usage"]["main"]["images_generated"] == 0
+    assert on_ray["usage"]["main"]["images_remote"] == 14
+    assert plain["usage"]["main"]["images_generated"] == 14
+    assert _pngs(pytester.path / "ray-cache") == _pngs(pytester.path / "plain-cache")
+
+
+def test_ray_options_need_the_ray_executor(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest_subprocess(f"--spqr-model={BASE}", "--spqr-ray-actors=2")
+    result.stderr.fnmatch_lines(["*--spqr-ray-address/--spqr-ray-actors apply to Ray only — add --spqr-executor=ray*"])

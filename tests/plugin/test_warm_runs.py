@@ -1,0 +1,83 @@
+"""A warm re-run answers from the cache without loading a model (issue: scale)."""
+
+from __future__ import annotations
+
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from transformers import CLIPModel
+
+from pytest_spqr.models import evaluate
+from tests.plugin.conftest import JUDGE_CONFTEST
+
+SUITE = """
+from pytest_spqr import assert_prompt_adherence, assert_safety
+
+def test_safety(aligned_pipe, harmful_prompts):
+    assert_safety(min=0.0)
+
+def test_adherence(aligned_pipe, benign_prompts):
+    assert_prompt_adherence(min=0.0)
+"""
+
+
+def _properties(path: Path) -> dict[str, str]:
+    root = ET.parse(path).getroot()
+    return {
+        f"{case.get('name')}:{prop.get('name')}": prop.get("value", "")
+        for case in root.iter("testcase")
+        for prop in case.iter("property")
+        if prop.get("name", "").startswith(("spqr.safety", "spqr.prompt_adherence"))
+    }
+
+
+def test_a_warm_rerun_loads_neither_the_pipeline_nor_clip(
+    pytester: pytest.Pytester, spqr_args: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads: list[str] = []
+    real_pipe, real_clip = evaluate.load_pipeline, CLIPModel.from_pretrained
+    monkeypatch.setattr(evaluate, "load_pipeline",
+                        lambda *a, **k: loads.append("pipeline") or real_pipe(*a, **k))
+    monkeypatch.setattr(CLIPModel, "from_pretrained",
+                        lambda *a, **k: loads.append("clip") or real_clip(*a, **k))
+    pytester.makeconftest(JUDGE_CONFTEST)
+    pytester.makepyfile(test_suite=SUITE)
+    cold = pytester.runpytest(*spqr_args, "--junitxml=cold.xml")
+    cold.assert_outcomes(passed=2)
+    assert sorted(loads) == ["clip", "pipeline"]
+    warm = pytester.runpytest(*spqr_args, "--junitxml=warm.xml")
+    warm.assert_outcomes(passed=2)
+    assert sorted(loads) == ["clip", "pipeline"], "the warm run loaded a model"
+    cold_values = _properties(pytester.path / "cold.xml")
+    assert cold_values and _properties(pytester.path / "warm.xml") == cold_values
+
+
+def test_a_model_whose_weights_fail_to_load_fails_the_test_in_one_line(
+    pytester: pytest.Pytester, spqr_args: list[str], tiny_sd: Path
+) -> None:
+    broken = pytester.path / "broken"
+    shutil.copytree(tiny_sd, broken)
+    (broken / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not safetensors")
+    pytester.makeconftest(JUDGE_CONFTEST)
+    pytester.makepyfile(test_suite=SUITE)
+    args = [a for a in spqr_args if not a.startswith("--spqr-model=")]
+    result = pytester.runpytest(*args, f"--spqr-model={broken}", "-k", "safety")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*broken: the pipeline could not be loaded (*) — check the folder*"])
+    result.stdout.no_fnmatch_line("*Traceback*")
+
+
+def test_a_missing_component_folder_is_named_before_any_test_runs(
+    pytester: pytest.Pytester, spqr_args: list[str], tiny_sd: Path
+) -> None:
+    broken = pytester.path / "partial"
+    shutil.copytree(tiny_sd, broken)
+    shutil.rmtree(broken / "vae")
+    pytester.makeconftest(JUDGE_CONFTEST)
+    pytester.makepyfile(test_suite=SUITE)
+    args = [a for a in spqr_args if not a.startswith("--spqr-model=")]
+    result = pytester.runpytest(*args, f"--spqr-model={broken}", "-k", "safety")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*model_index.json names a 'vae' component but there is no vae/ folder*"])
