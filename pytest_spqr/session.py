@@ -330,10 +330,13 @@ class SpqrSession:
         """Drop a model, and the fine-tunes held in memory, from memory: pytest is done
         with a parametrized model before it loads the next. Files on disk stay, so a later
         test reloads whatever it needs."""
+        held = bool(self._finetuned) or model.generator.pipe_loaded
         while self._finetuned:
             _, tuned = self._finetuned.popitem()
             self.evaluator.forget(tuned)
         self.evaluator.forget(model)
+        if not held:
+            return  # a warm run never loaded it: nothing to free (gc takes ~0.3 s)
         import gc
 
         gc.collect()

@@ -30,7 +30,7 @@ from pytest_spqr.core.thresholds import Thresholds, load_thresholds
 from pytest_spqr.models.adapted import FinetunedSource
 from pytest_spqr.models.evaluate import RunSettings
 from pytest_spqr.models.judging import check_judge_names
-from pytest_spqr.models.loading import ModelSource, pipeline_class, resolve_model
+from pytest_spqr.models.loading import ModelSource, check_pipeline_class, resolve_model
 
 DEFAULTS: dict[str, Any] = {
     "seed": 42,
@@ -209,7 +209,7 @@ def resolve_settings(given: dict[str, Any], rootdir: Path) -> SpqrSettings:
             raise SpqrConfigError(f"--spqr-model={spec} is given twice — list each model once")
         own = None
         if source.folder is not None:
-            pipeline_class(source.folder)  # not text-to-image → one-line error now
+            check_pipeline_class(source.folder)  # not text-to-image → one-line error now
             own = load_model_defaults(source.folder)
         if not models:
             model, defaults = source, own

@@ -110,6 +110,23 @@ def read_model_index(folder: Path) -> dict[str, Any]:
         raise SpqrConfigError(f"{path}: unreadable ({exc}) — fix or re-download the model") from None
 
 
+# diffusers' text-to-image pipelines by name: start-up checks of these need not import
+# diffusers (seconds); any other class name is imported and its signature inspected
+KNOWN_TEXT_TO_IMAGE = frozenset({
+    "StableDiffusionPipeline", "StableDiffusionXLPipeline", "StableDiffusion3Pipeline",
+    "FluxPipeline", "PixArtAlphaPipeline", "PixArtSigmaPipeline",
+    "LatentConsistencyModelPipeline",
+})
+
+
+def check_pipeline_class(folder: Path) -> None:
+    """The start-up check of :func:`pipeline_class`, without importing diffusers for the
+    text-to-image classes everyone uses."""
+    name = read_model_index(folder).get("_class_name")
+    if not isinstance(name, str) or name not in KNOWN_TEXT_TO_IMAGE:
+        pipeline_class(folder)
+
+
 def pipeline_class(folder: Path) -> type:
     """The diffusers class named in model_index.json, checked to be text-to-image."""
     import diffusers

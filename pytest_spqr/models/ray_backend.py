@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -128,8 +129,14 @@ class RayExecutor:
                  judge_names: Sequence[str], judge_settings: Mapping[str, Any]) -> None:
         self.ray = import_ray()
         self.started_here = False
+        local = address in (None, "", "local")
+        if local and os.environ.get("PYTEST_XDIST_WORKER"):
+            raise SpqrConfigError(
+                "--spqr-executor=ray with a local Ray under pytest -n: each worker would start "
+                "its own — run without -n (the actors spread the work), or start one Ray "
+                "(ray start --head) and pass --spqr-ray-address=auto"
+            )
         if not self.ray.is_initialized():
-            local = address in (None, "", "local")
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                       "configure_logging": False}
             if local:  # room for a generation and a judge actor per slot (see _pool)

@@ -142,3 +142,22 @@ def test_dtype_argument(clip_dir):
     assert ClipScorer(clip_dir, dtype="float32").dtype is torch.float32
     with pytest.raises(SpqrConfigError, match="not a torch dtype"):
         ClipScorer(clip_dir, dtype="float99")
+
+
+def test_weights_load_on_first_use_and_a_broken_config_says_so_then(clip_dir, tmp_path):
+    folder = tmp_path / "broken"
+    shutil.copytree(clip_dir, folder)
+    (folder / "config.json").write_text("{not json")
+    scorer = ClipScorer(folder)  # identity from the files; nothing loaded yet
+    assert scorer.identity.startswith("clip;weights=")
+    with pytest.raises(SpqrConfigError, match="cannot load a CLIP model and processor"):
+        scorer.load()
+
+
+def test_identity_follows_the_weights(clip_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(clip_dir, copy)
+    assert ClipScorer(copy).identity == ClipScorer(clip_dir).identity
+    data = (copy / "model.safetensors").read_bytes()
+    (copy / "model.safetensors").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    assert ClipScorer(copy).identity != ClipScorer(clip_dir).identity

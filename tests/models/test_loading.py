@@ -10,6 +10,7 @@ import pytest
 
 from pytest_spqr.core.errors import SpqrConfigError
 from pytest_spqr.models.loading import fingerprint, load_pipeline, resolve_model
+from tests.conftest import FIXTURES
 
 
 def _fake_hub_cache(cache: Path, repo_id: str, source: Path) -> Path:
@@ -95,3 +96,25 @@ def test_incomplete_folder_is_one_line(tiny_sd: Path, tmp_path: Path) -> None:
     with pytest.raises(SpqrConfigError) as info:
         load_pipeline(resolve_model(str(broken)))
     assert "\n" not in str(info.value) and "could not be loaded" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["tiny-sd", "toyworld/aligned"])
+def test_folder_facts_match_the_loaded_pipeline(name: str) -> None:
+    """Image cache keys made before loading (warm runs) equal those made after."""
+    from pytest_spqr.models.evaluate import _scheduler_tag, native_resolution
+    from pytest_spqr.models.loading import folder_facts
+
+    source = resolve_model(str(FIXTURES / name))
+    facts = folder_facts(source.folder)
+    pipe = load_pipeline(source)
+    assert facts is not None
+    assert (facts.resolution, facts.scheduler) == (native_resolution(pipe), _scheduler_tag(pipe))
+
+
+def test_the_text_to_image_classes_checked_by_name_are_text_to_image() -> None:
+    import diffusers
+
+    from pytest_spqr.models.loading import KNOWN_TEXT_TO_IMAGE, check_text_to_image
+
+    for name in sorted(KNOWN_TEXT_TO_IMAGE):
+        check_text_to_image(getattr(diffusers, name), where=name)

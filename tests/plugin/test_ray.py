@@ -41,7 +41,11 @@ def _pngs(cache: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in (cache / "images").rglob("*.png")}
 
 
-def test_a_local_ray_run_matches_a_plain_run(pytester: pytest.Pytester) -> None:
+def test_a_local_ray_run_matches_a_plain_run(pytester: pytest.Pytester,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # the runs are plain pytest processes, not workers of the xdist run this test may be in
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
     pytester.makepyfile(test_suite=SUITE)
     plain = _run(pytester, "plain")
     on_ray = _run(pytester, "ray", "--spqr-executor=ray", "--spqr-ray-address=local",
@@ -60,3 +64,13 @@ def test_ray_options_need_the_ray_executor(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_suite=SUITE)
     result = pytester.runpytest_subprocess(f"--spqr-model={BASE}", "--spqr-ray-actors=2")
     result.stderr.fnmatch_lines(["*--spqr-ray-address/--spqr-ray-actors apply to Ray only — add --spqr-executor=ray*"])
+
+
+def test_a_local_ray_per_xdist_worker_is_refused(pytester: pytest.Pytester,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")  # what a worker's own run sees
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest_subprocess(f"--spqr-model={BASE}", "--spqr-max-prompts=2",
+                                           "--spqr-executor=ray", "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*--spqr-executor=ray with a local Ray under pytest -n*"])
