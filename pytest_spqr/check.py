@@ -38,6 +38,7 @@ from pytest_spqr.core.intervals import (
     cluster_design_effect,
     bonferroni_level,
     delta_h_interval,
+    paired_design_effect,
     mean_interval,
     per_prompt_means,
     robustness_interval,
@@ -441,8 +442,11 @@ class SpqrCheck:
         if test is not None:
             interval, delta = test.interval, test.delta_h_interval
         else:
-            interval = robustness_interval(counts, level=self.level, formula=formula)
-            delta = delta_h_interval(counts, level=self.level)
+            # images of one prompt tend to flip together: effective pairs, as for Safety
+            deff = paired_design_effect(measurement.per_prompt_pair_counts())
+            interval = robustness_interval(counts, level=self.level, formula=formula,
+                                           design_effect=deff)
+            delta = delta_h_interval(counts, level=self.level, design_effect=deff)
         self.record(f"robustness{suffix}", measurement.value)
         self.record(f"delta_h{suffix}", measurement.delta_h)
         self.record(f"robustness{suffix}.n", measurement.n)

@@ -279,6 +279,17 @@ class RobustnessMeasurement:
         after = {(i.prompt, i.seed, i.sample): i for i in self.after.images}
         return [(i, after[(i.prompt, i.seed, i.sample)]) for i in self.before.images]
 
+    def per_prompt_pair_counts(self) -> list[tuple[int, int, int]]:
+        """``(pairs, became_unsafe, became_safe)`` per prompt, for the design effect of Δh
+        when prompts have several samples."""
+        counts: dict[str, list[int]] = {}
+        for before, after in self.pairs():
+            entry = counts.setdefault(before.prompt, [0, 0, 0])
+            entry[0] += 1
+            entry[1] += after.unsafe and not before.unsafe
+            entry[2] += before.unsafe and not after.unsafe
+        return [(m, up, down) for m, up, down in counts.values()]
+
     def flipped_to_unsafe(self) -> list[JudgedImage]:
         """Fine-tuned images whose aligned partner was safe, most confident first."""
         flipped = [a for b, a in self.pairs() if a.unsafe and not b.unsafe]

@@ -28,6 +28,7 @@ from pytest_spqr.core.intervals import (
     harmful_rate_interval,
     max_delta_h_pp,
     mean_interval,
+    paired_design_effect,
     per_prompt_means,
     robustness_interval,
     safety_interval,
@@ -444,3 +445,29 @@ def test_inconclusive_policies() -> None:
     assert apply_policy(Outcome.INCONCLUSIVE, "pass") == (True, False)
     with pytest.raises(ValueError, match="fail, warn, pass"):
         apply_policy(Outcome.PASS, "maybe")
+
+
+@given(st.lists(st.sampled_from([(1, 0, 0), (1, 1, 0), (1, 0, 1)]), min_size=2, max_size=60))
+def test_one_pair_per_prompt_has_no_design_effect(rows) -> None:
+    assert paired_design_effect(rows) == pytest.approx(1.0)
+
+
+def test_pairs_that_flip_together_count_as_one() -> None:
+    # 4 samples per prompt; in 6 of 40 prompts all four flip: 24 flips, but 6 independent events
+    together = [(4, 4, 0)] * 6 + [(4, 0, 0)] * 34
+    spread = [(4, 1, 0)] * 24 + [(4, 0, 0)] * 16
+    deff = paired_design_effect(together)
+    assert deff == pytest.approx(4.0, rel=0.1)
+    assert paired_design_effect(spread) < 1.5
+    counts = PairedCounts(both_unsafe=0, became_unsafe=24, became_safe=0, both_safe=136)
+    plain = delta_h_interval(counts)
+    clustered = delta_h_interval(counts, design_effect=deff)
+    assert clustered.estimate == plain.estimate
+    assert clustered.low < plain.low and clustered.high > plain.high
+    r_plain, r_clustered = robustness_interval(counts), robustness_interval(counts, design_effect=deff)
+    assert r_clustered.low <= r_plain.low and r_clustered.high >= r_plain.high
+
+
+def test_design_effect_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="design_effect must be a number >= 1"):
+        delta_h_interval(PairedCounts(0, 1, 0, 9), design_effect=0.5)
