@@ -28,6 +28,7 @@ from pytest_spqr.settings import (
     SpqrSettings,
     resolve_device,
     resolve_threads,
+    use_cpu_threads,
 )
 
 
@@ -88,8 +89,6 @@ class SpqrSession:
     @property
     def evaluator(self) -> Evaluator:
         if self._evaluator is None:
-            import torch
-
             executor = None
             if self.settings.executor == "ray":
                 from pytest_spqr.models.ray_backend import RayExecutor
@@ -106,7 +105,7 @@ class SpqrSession:
             if dtype == "auto":
                 dtype = "float16" if device.startswith("cuda") else "float32"
             if device == "cpu":
-                torch.set_num_threads(resolve_threads(self.settings.cpu_threads))
+                use_cpu_threads(resolve_threads(self.settings.cpu_threads))
             run = replace(self.settings.run, device=device, dtype=dtype)
             digests.remember_in(run.cache_dir)  # model folders are read once per content
             self._evaluator = Evaluator(run, progress=self._progress)
@@ -142,6 +141,7 @@ class SpqrSession:
             images_generated=self._evaluator.images_generated,
             images_remote=self._evaluator.images_remote,
             images_judged=sum(panel.judged for panel in self._panels.values()),
+            images_judged_remote=sum(panel.judged_remote for panel in self._panels.values()),
         )
 
     def load_judges(self) -> list[Any]:

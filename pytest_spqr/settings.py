@@ -9,6 +9,7 @@ any test runs. :mod:`pytest_spqr.session` holds the live run built on these sett
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -434,6 +435,8 @@ def resolve_device(device: str, devices: tuple[int, ...] | None = None) -> str:
     their number, from ``--spqr-devices``) when CUDA is there, else cpu."""
     if device != "auto":
         return device
+    if not devices and _no_cuda_driver():
+        return "cpu"  # without importing torch: a fully cached run may never need it
     import torch
 
     if torch.cuda.is_available():
@@ -456,6 +459,26 @@ def resolve_device(device: str, devices: tuple[int, ...] | None = None) -> str:
             "here — drop the option (or pass --spqr-device=cpu)"
         )
     return "cpu"
+
+
+def _no_cuda_driver() -> bool:
+    """True where CUDA certainly is not available: macOS, or Linux without the NVIDIA
+    driver's device files. Elsewhere torch is asked."""
+    if sys.platform == "darwin":
+        return True
+    if sys.platform.startswith("linux"):
+        return not (Path("/proc/driver/nvidia").exists() or any(Path("/dev").glob("nvidia*")))
+    return False
+
+
+def use_cpu_threads(threads: int) -> None:
+    """Set torch's intra-op threads: now if torch is imported, else through OMP_NUM_THREADS,
+    which torch reads when it is first imported (a warm run may never import it)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+    else:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def resolve_threads(threads: int | str) -> int:

@@ -517,9 +517,11 @@ class ProcessUsage:
     """Images Ray tasks generated for this process (``--spqr-executor=ray``)."""
     images_judged: int = 0
     """Images a judge looked at (cached verdicts excluded), summed over judges."""
+    images_judged_remote: int = 0
+    """Of those, images Ray judge actors looked at."""
 
     _NUMBERS = ("peak_rss_mib", "peak_gpu_mib")
-    _COUNTS = ("images_generated", "images_remote", "images_judged")
+    _COUNTS = ("images_generated", "images_remote", "images_judged", "images_judged_remote")
 
     def __post_init__(self) -> None:
         for name in self._NUMBERS:

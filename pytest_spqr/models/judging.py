@@ -126,6 +126,8 @@ class JudgePanel:
         self.store = store
         self.judged = 0
         """Images this panel's judges actually looked at (not reused)."""
+        self.judged_remote = 0
+        """Of those, images judged by Ray actors (see :attr:`remote`)."""
         self._memo: dict[tuple[str, str], Verdict] = {}
         self.remote: Callable[[Judge], Callable[[list[Any]], Iterator[tuple[list[Any], Any]]] | None] | None = None
         """For a judge, a function that judges batches elsewhere (Ray actors, see
@@ -177,6 +179,8 @@ class JudgePanel:
                     ) from raw
                 verdicts = validate_verdicts(judge.name, raw, len(batch))
                 self.judged += len(batch)
+                if remote is not None:
+                    self.judged_remote += len(batch)
                 for (key, _), verdict in zip(batch, verdicts, strict=True):
                     self._remember(ident, key, verdict)
             if unreadable:

@@ -188,4 +188,6 @@ def usage_line(record: RunRecord) -> str | None:
         memory += f", peak GPU {gpu:.0f} MiB"
     return (f"{totals['images_generated']} images generated{remote}"
             + (f" ({per})" if len(record.usage) > 1 else "")
-            + f", {totals['images_judged']} judged; {memory} (largest process)")
+            + f", {totals['images_judged']} judged"
+            + (f" ({totals['images_judged_remote']} by Ray)" if totals["images_judged_remote"] else "")
+            + f"; {memory} (largest process)")

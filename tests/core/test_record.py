@@ -300,7 +300,7 @@ def _records(axis_strategy: st.SearchStrategy[AxisEntry], options: st.SearchStra
         st.dictionaries(st.sampled_from(["main", "gw0"]), st.builds(
             ProcessUsage, st.none() | st.sampled_from([512.0, 600.5]), st.none() | st.just(900.0),
             st.none() | st.sampled_from(["cpu", "cuda:0"]), st.integers(0, 5), st.integers(0, 3),
-            st.integers(0, 5)), max_size=2),
+            st.integers(0, 5), st.integers(0, 2)), max_size=2),
     )
 
 
@@ -461,7 +461,8 @@ def test_usage_of_a_process_merges_by_maximum_and_totals_sum_over_processes() ->
     record = recorder.record()
     assert record.usage["gw0"] == late
     assert record.totals() == {"peak_rss_mib": 580.0, "peak_gpu_mib": 900.0, "images_generated": 112,
-                               "images_remote": 8, "images_judged": 60, "processes": 2}
+                               "images_remote": 8, "images_judged": 60, "images_judged_remote": 0,
+                               "processes": 2}
     assert RunRecord.from_json(record.to_json()) == record
 
 

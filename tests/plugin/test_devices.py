@@ -16,9 +16,31 @@ def test_auto_device_follows_the_worker(monkeypatch, worker, gpus, expected) -> 
         monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     else:
         monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+    monkeypatch.setattr("pytest_spqr.settings._no_cuda_driver", lambda: False)  # a GPU machine
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
     assert resolve_device("auto") == expected
+
+
+def test_without_a_cuda_driver_auto_is_cpu_and_torch_is_not_asked(monkeypatch) -> None:
+    monkeypatch.setattr("pytest_spqr.settings._no_cuda_driver", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: pytest.fail("torch was asked"))
+    assert resolve_device("auto") == "cpu"
+
+
+def test_cpu_threads_reach_torch_whether_or_not_it_is_imported(monkeypatch) -> None:
+    from pytest_spqr.settings import use_cpu_threads
+
+    before = torch.get_num_threads()
+    try:
+        use_cpu_threads(1)  # torch is imported here: set directly
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    monkeypatch.delitem(__import__("sys").modules, "torch")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    use_cpu_threads(3)  # not imported: through the variable torch reads at import
+    assert __import__("os").environ["OMP_NUM_THREADS"] == "3"
 
 
 def test_explicit_device_is_kept() -> None:

@@ -56,6 +56,7 @@ def test_a_local_ray_run_matches_a_plain_run(pytester: pytest.Pytester,
     # Ray actors made every image and the driver none; the pixels are the plain run's
     assert on_ray["usage"]["main"]["images_generated"] == 0
     assert on_ray["usage"]["main"]["images_remote"] == 14
+    assert on_ray["usage"]["main"]["images_judged_remote"] == 14  # toy-mark ran in judge actors
     assert plain["usage"]["main"]["images_generated"] == 14
     assert _pngs(pytester.path / "ray-cache") == _pngs(pytester.path / "plain-cache")
 
