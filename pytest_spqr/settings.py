@@ -462,12 +462,14 @@ def resolve_device(device: str, devices: tuple[int, ...] | None = None) -> str:
 
 
 def _no_cuda_driver() -> bool:
-    """True where CUDA certainly is not available: macOS, or Linux without the NVIDIA
-    driver's device files. Elsewhere torch is asked."""
+    """True where torch.cuda certainly is not available: macOS, or Linux without a GPU
+    driver's device files (NVIDIA, WSL2's /dev/dxg, ROCm's /dev/kfd). Elsewhere torch is asked."""
     if sys.platform == "darwin":
         return True
     if sys.platform.startswith("linux"):
-        return not (Path("/proc/driver/nvidia").exists() or any(Path("/dev").glob("nvidia*")))
+        dev = Path("/dev")
+        return not (Path("/proc/driver/nvidia").exists() or any(dev.glob("nvidia*"))
+                    or (dev / "dxg").exists() or (dev / "kfd").exists())
     return False
 
 

@@ -215,3 +215,19 @@ def test_without_matplotlib_the_report_says_how_to_get_charts(
     monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # import raises
     page = Page(render_html(demo_record, max_pairs=1, max_flagged=1))
     assert not page.all("svg") and "pip install 'pytest-spqr[report]'" in page.content
+
+
+def test_usage_per_process_is_shown_and_summed_in_one_line() -> None:
+    from pytest_spqr.core.record import ProcessUsage
+    from pytest_spqr.report.tables import usage_line
+
+    record = RunRecord("0.1.0", "now", usage={
+        "gw0": ProcessUsage(peak_rss_mib=590.2, device="cpu", images_generated=54, images_judged=0),
+        "gw1": ProcessUsage(peak_rss_mib=537.0, device="cpu", images_generated=56, images_judged=56,
+                            images_remote=4, images_judged_remote=56),
+    })
+    page = Page(render_html(record))
+    assert "Usage (peak memory" in page.content and "images_generated=54" in page.content
+    assert usage_line(record) == ("110 images generated (+4 by Ray tasks) (gw0 54, gw1 56), "
+                                  "56 judged (56 by Ray); peak RSS 590 MiB (largest process)")
+    assert usage_line(RunRecord("0.1.0", "now")) is None
