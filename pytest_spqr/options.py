@@ -204,7 +204,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("ray-address", "with --spqr-executor=ray: the cluster (ray://HOST:10001, auto, or "
            "local to start Ray on this machine)", default_text="local, or RAY_ADDRESS"),
     Option("ray-actors", "with --spqr-executor=ray: actors per model (each loads it once)",
-           positive_int, "the cluster's GPUs, or its CPUs ÷ --spqr-cpu-threads"),
+           positive_int, "the cluster's GPUs, or its CPUs ÷ (2 × --spqr-cpu-threads)"),
     Option("cpu-threads", "torch CPU threads per process; auto = cores ÷ xdist workers "
            "(pin to 1 for bit-identical images across -n values)", threads, "auto"),
     Option("confidence", "level of the confidence interval every gate is read through",

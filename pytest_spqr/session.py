@@ -122,20 +122,23 @@ class SpqrSession:
         """This process's peak memory and work, for the run record (None: it did no SPQR work)."""
         if self._evaluator is None:
             return None
-        import resource
-
         from pytest_spqr.core.record import ProcessUsage
 
         device = self._evaluator.settings.device
-        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        peak_rss /= 1024 * 1024 if sys.platform == "darwin" else 1024  # bytes there, KiB here
+        try:
+            import resource
+        except ImportError:  # Windows
+            peak_rss = None
+        else:
+            peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            peak_rss /= 1024 * 1024 if sys.platform == "darwin" else 1024  # bytes there, KiB here
         peak_gpu = None
         if device.startswith("cuda"):
             import torch
 
             peak_gpu = torch.cuda.max_memory_allocated(torch.device(device)) / 2**20
         return ProcessUsage(
-            peak_rss_mib=round(peak_rss, 1),
+            peak_rss_mib=None if peak_rss is None else round(peak_rss, 1),
             peak_gpu_mib=None if peak_gpu is None else round(peak_gpu, 1),
             device=device,
             images_generated=self._evaluator.images_generated,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from pytest_spqr.core.errors import SpqrConfigError
+from pytest_spqr.core.errors import SpqrConfigError, first_line
 from pytest_spqr.models.digests import file_digest
 
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
@@ -197,7 +197,7 @@ def with_lora(pipe: Any, folder: Path, weight_name: str) -> Any:
         with quiet_libraries():
             derived.load_lora_weights(str(folder), weight_name=weight_name, adapter_name="bft")
     except (ValueError, KeyError, RuntimeError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise SpqrConfigError(
             f"{folder / weight_name}: the LoRA adapter does not fit this model ({first[:200]}) — "
             "pass an adapter trained on the model under test"
@@ -237,7 +237,7 @@ def with_unet_folder(pipe: Any, folder: Path) -> Any:
             str(folder), use_safetensors=True, local_files_only=True
         )
     except (OSError, ValueError, EnvironmentError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise SpqrConfigError(
             f"{folder}: the UNet could not be loaded ({first[:200]}) — check the folder is a "
             "complete save_pretrained output"

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_spqr.core.bft import BUILTIN_DATASETS, BUILTIN_SCENARIOS, harmful_text_in
-from pytest_spqr.core.errors import SpqrConfigError
+from pytest_spqr.core.errors import SpqrConfigError, first_line
 from pytest_spqr.models.digests import file_digest
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
@@ -355,7 +355,7 @@ def _hf_datasets(path: Path, spec: str) -> list[BenignExample]:
     try:
         loaded = datasets.load_from_disk(str(path))
     except (FileNotFoundError, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise SpqrConfigError(
             f"{spec}: not loadable with datasets.load_from_disk ({first}) — pass a folder "
             "written by Dataset.save_to_disk"

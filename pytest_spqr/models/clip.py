@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pytest_spqr.core.errors import SpqrConfigError
+from pytest_spqr.core.errors import SpqrConfigError, first_line
 from pytest_spqr.models.digests import file_digest
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -111,7 +111,7 @@ class ClipScorer:
             )
             processor = CLIPProcessor.from_pretrained(self.folder, local_files_only=True)
         except (OSError, ValueError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc)
             raise self._unloadable(reason) from None
         model = model.to(self.device).eval()
         positions = model.config.text_config.max_position_embeddings

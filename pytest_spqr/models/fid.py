@@ -337,11 +337,14 @@ def reference_files(folder: Path) -> list[Path]:
 
 
 def _contents_digest(folder: Path, files: Sequence[Path]) -> str:
+    """The reference folder's identity: names and contents, each file read once per content
+    across runs (:mod:`pytest_spqr.models.digests`), not on every run."""
+    from pytest_spqr.models.digests import file_digest
+
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        with open(path, "rb") as handle:
-            digest.update(hashlib.file_digest(handle, "sha256").digest())
+        digest.update(file_digest(path).encode())
     return digest.hexdigest()
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import asdict, dataclass
@@ -158,22 +159,26 @@ class ImageGenerator:
         if missing:
             desc = f"spqr: generating {len(missing)} images ({self.model_label})"
             with self.progress(len(missing), desc) as advance:
-                make = self._generate_remote if self.remote is not None else self._generate_unclaimed
-                others = make(list(missing.items()), advance)
+                others = self._generate_unclaimed(list(missing.items()), advance)
                 self._await_others(others, advance)
         return [self._memo[key] for _, key in keyed]
 
     def _generate_unclaimed(
         self, todo: list[tuple[str, ImageRequest]], advance: Callable[[int], None]
     ) -> list[tuple[str, ImageRequest]]:
-        """Make every image no other process is making, a batch at a time; return the rest."""
+        """Make every image no other process is making, a batch at a time; return the rest.
+
+        A batch's claims are held while it is made: here by the pipeline, or, with
+        :attr:`remote`, by Ray actors in shards (a larger batch, so they all have work),
+        each image stored as it comes back."""
         others: list[tuple[str, ImageRequest]] = []
-        todo = sorted(todo, key=lambda item: item[1].guidance_override or -1.0)
-        while todo:
+        size = self.batch_size if self.remote is None else max(self.batch_size, 256)
+        queue = deque(sorted(todo, key=lambda item: item[1].guidance_override or -1.0))
+        while queue:
             with ExitStack() as locks:
                 batch: list[tuple[str, ImageRequest]] = []
-                while todo and len(batch) < self.batch_size:
-                    key, request = todo.pop(0)
+                while queue and len(batch) < size:
+                    key, request = queue.popleft()
                     if not locks.enter_context(self.store.claim(self.namespace, key, wait=False)):
                         others.append((key, request))
                         continue
@@ -183,36 +188,17 @@ class ImageGenerator:
                         advance(1)
                     else:
                         batch.append((key, request))
-                if batch:
+                if not batch:
+                    continue
+                if self.remote is None:
                     self._run(batch)
                     advance(len(batch))
-        return others
-
-    def _generate_remote(
-        self, todo: list[tuple[str, ImageRequest]], advance: Callable[[int], None]
-    ) -> list[tuple[str, ImageRequest]]:
-        """Like :meth:`_generate_unclaimed`, but the claimed images are made by
-        :attr:`remote` (Ray tasks) and stored here as each one comes back."""
-        others: list[tuple[str, ImageRequest]] = []
-        window = 256  # claims held at once (each is an open lock file)
-        for start in range(0, len(todo), window):
-            with ExitStack() as locks:
-                mine: dict[str, ImageRequest] = {}
-                for key, request in todo[start : start + window]:
-                    if not locks.enter_context(self.store.claim(self.namespace, key, wait=False)):
-                        others.append((key, request))
-                        continue
-                    stored = self._stored(request, key)
-                    if stored is not None:
-                        self._memo[key] = stored
-                        advance(1)
-                    else:
-                        mine[key] = request
-                if mine:
-                    for key, png, guidance in self.remote(self, list(mine.items())):
-                        self._store(mine[key], key, png, guidance)
-                        self.generated_remote += 1
-                        advance(1)
+                    continue
+                requests = dict(batch)
+                for key, png, guidance in self.remote(self, batch):
+                    self._store(requests[key], key, png, guidance)
+                    self.generated_remote += 1
+                    advance(1)
         return others
 
     def _await_others(

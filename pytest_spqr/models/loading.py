@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_spqr.core.errors import SpqrConfigError
+from pytest_spqr.core.errors import SpqrConfigError, first_line
 from pytest_spqr.models.digests import file_digest
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
@@ -194,10 +194,8 @@ def folder_facts(folder: Path | None, allow_pickle: bool = False) -> FolderFacts
     (no UNet or scheduler config): then the pipeline is loaded to find out."""
     if folder is None:
         return None
-    index = read_model_index(folder)
-    if not isinstance(index.get("_class_name"), str):
-        pipeline_class(folder)  # raises the one-line error
-    for name, value in index.items():
+    check_pipeline_class(folder)
+    for name, value in read_model_index(folder).items():
         if name.startswith("_") or not isinstance(value, list) or None in value:
             continue
         if not (folder / name).is_dir():
@@ -309,7 +307,7 @@ def _load(source: ModelSource, *, dtype: Any, allow_pickle: bool) -> Any:
                 **kwargs,
             )
         except (OSError, ValueError, EnvironmentError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise SpqrConfigError(
                 f"{source.spec}: the pipeline could not be loaded ({first}) — check the folder "
                 "is complete (every component named in model_index.json present)"

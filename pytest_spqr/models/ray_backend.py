@@ -28,7 +28,7 @@ import os
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
-from pytest_spqr.core.errors import SpqrConfigError
+from pytest_spqr.core.errors import SpqrConfigError, first_line
 from pytest_spqr.core.verdicts import JudgeError, UnreadableVerdictsError
 
 log = logging.getLogger("pytest_spqr.ray")
@@ -89,22 +89,19 @@ class JudgeWorker:
 
         self.judges = {j.name: j for j in load_judges(names, settings, device=device)}
 
-    def judge(self, name: str, pngs: list[bytes]) -> Any:
+    def judge_shard(self, index: int, name: str, pngs: list[bytes]) -> tuple[int, Any]:
+        """The shard's index with the judge's verdicts, or a picklable account of its error."""
         from PIL import Image
 
         images = [Image.open(io.BytesIO(png)).convert("RGB") for png in pngs]
         try:
-            return ("ok", list(self.judges[name].judge(images)))
+            return index, ("ok", list(self.judges[name].judge(images)))
         except UnreadableVerdictsError as exc:
-            return ("unreadable", str(exc), exc.unreadable, exc.n_images)
+            return index, ("unreadable", str(exc), exc.unreadable, exc.n_images)
         except JudgeError as exc:
-            return ("judge", str(exc))
+            return index, ("judge", str(exc))
         except Exception as exc:  # noqa: BLE001 - sent back and reported by the panel
-            return ("error", f"{type(exc).__name__}: {exc}")
-
-
-    def judge_shard(self, index: int, name: str, pngs: list[bytes]) -> tuple[int, Any]:
-        return index, self.judge(name, pngs)
+            return index, ("error", f"{type(exc).__name__}: {exc}")
 
 
 def _answer(reply: Any) -> Any:
@@ -120,6 +117,24 @@ def _answer(reply: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- driver
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A one-line error now for a HOST:PORT nobody listens on (``ray.init`` would retry for
+    minutes); ``auto`` and other forms are left to Ray."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise SpqrConfigError(
+            f"--spqr-ray-address={address}: cannot reach Ray there ({first_line(exc)}) — start "
+            "the cluster (ray start --head) or pass --spqr-ray-address=local"
+        ) from None
+
 
 
 class RayExecutor:
@@ -141,10 +156,12 @@ class RayExecutor:
                                       "configure_logging": False}
             if local:  # room for a generation and a judge actor per slot (see _pool)
                 kwargs["num_cpus"] = 2 * max(1, actors or 1) * max(1, threads)
+            if not local:
+                _check_reachable(str(address))
             try:
                 self.ray.init(address=None if local else address, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                first = first_line(exc)
                 raise SpqrConfigError(
                     f"--spqr-ray-address={address}: cannot connect to Ray ({first}) — start the "
                     "cluster (ray start --head) or pass --spqr-ray-address=local"
@@ -215,7 +232,7 @@ class RayExecutor:
         gpu = device.startswith("cuda")
 
         def for_judge(judge: Any) -> Any:
-            if id(judge) not in named or judge.name not in self.judge_names:
+            if id(judge) not in named:
                 return None
 
             def remote(batches: list[list[tuple[str, Callable[[], Any]]]]) -> Iterator[tuple[list[Any], Any]]:

@@ -75,3 +75,14 @@ def test_a_local_ray_per_xdist_worker_is_refused(pytester: pytest.Pytester,
                                            "--spqr-executor=ray", "-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*--spqr-executor=ray with a local Ray under pytest -n*"])
+
+
+def test_an_address_nobody_listens_on_is_one_line_not_a_hang(pytester: pytest.Pytester,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest_subprocess(f"--spqr-model={BASE}", "--spqr-max-prompts=2",
+                                           "--spqr-executor=ray", "--spqr-ray-address=127.0.0.1:1",
+                                           "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*--spqr-ray-address=127.0.0.1:1: cannot reach Ray there (*) — start the cluster*"])

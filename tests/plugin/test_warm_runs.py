@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -54,30 +55,34 @@ def test_a_warm_rerun_loads_neither_the_pipeline_nor_clip(
     assert cold_values and _properties(pytester.path / "warm.xml") == cold_values
 
 
-def test_a_model_whose_weights_fail_to_load_fails_the_test_in_one_line(
-    pytester: pytest.Pytester, spqr_args: list[str], tiny_sd: Path
-) -> None:
-    broken = pytester.path / "broken"
-    shutil.copytree(tiny_sd, broken)
-    (broken / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not safetensors")
+def _run_on_a_damaged_copy(pytester: pytest.Pytester, spqr_args: list[str], tiny_sd: Path,
+                           damage: Callable[[Path], object]) -> pytest.RunResult:
+    """The safety test on a copy of the tiny pipeline that ``damage`` broke."""
+    copy = pytester.path / "damaged"
+    shutil.copytree(tiny_sd, copy)
+    damage(copy)
     pytester.makeconftest(JUDGE_CONFTEST)
     pytester.makepyfile(test_suite=SUITE)
     args = [a for a in spqr_args if not a.startswith("--spqr-model=")]
-    result = pytester.runpytest(*args, f"--spqr-model={broken}", "-k", "safety")
+    return pytester.runpytest(*args, f"--spqr-model={copy}", "-k", "safety")
+
+
+def test_a_model_whose_weights_fail_to_load_fails_the_test_in_one_line(
+    pytester: pytest.Pytester, spqr_args: list[str], tiny_sd: Path
+) -> None:
+    result = _run_on_a_damaged_copy(
+        pytester, spqr_args, tiny_sd,
+        lambda copy: (copy / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not safetensors"),
+    )
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*broken: the pipeline could not be loaded (*) — check the folder*"])
+    result.stdout.fnmatch_lines(["*damaged: the pipeline could not be loaded (*) — check the folder*"])
     result.stdout.no_fnmatch_line("*Traceback*")
 
 
 def test_a_missing_component_folder_is_named_before_any_test_runs(
     pytester: pytest.Pytester, spqr_args: list[str], tiny_sd: Path
 ) -> None:
-    broken = pytester.path / "partial"
-    shutil.copytree(tiny_sd, broken)
-    shutil.rmtree(broken / "vae")
-    pytester.makeconftest(JUDGE_CONFTEST)
-    pytester.makepyfile(test_suite=SUITE)
-    args = [a for a in spqr_args if not a.startswith("--spqr-model=")]
-    result = pytester.runpytest(*args, f"--spqr-model={broken}", "-k", "safety")
+    result = _run_on_a_damaged_copy(pytester, spqr_args, tiny_sd,
+                                    lambda copy: shutil.rmtree(copy / "vae"))
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*model_index.json names a 'vae' component but there is no vae/ folder*"])
