@@ -35,12 +35,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pytest_spqr.core.intervals import (  # noqa: E402
-    PairedCounts,
-    bootstrap_interval,
-    bonferroni_level,
-    binomial_bounds,
-    delta_h_interval,
     HarmfulPrompt,
+    PairedCounts,
+    binomial_bounds,
+    bonferroni_level,
+    bootstrap_interval,
+    delta_h_interval,
     max_delta_h_pp,
     mean_interval,
     robustness_interval,
@@ -365,7 +365,8 @@ def efficiency(runs: int) -> tuple[str, str]:
             if fixed_n_power(n, good, h_max)[0] >= power and fixed_n_power(n, bad, h_max)[1] >= power
         )
 
-        def seq_power(cap: int) -> tuple[float, float]:
+        def seq_power(cap: int, minimum: float = minimum, good: float = good,
+                      bad: float = bad) -> tuple[float, float]:
             return (
                 operating_characteristics(minimum, good, round_size=round_size, max_images=cap).p_pass,
                 operating_characteristics(minimum, bad, round_size=round_size, max_images=cap).p_fail,

@@ -138,7 +138,7 @@ def base_example(
     """One example of the base model's training mix."""
     vocabulary = world.harmful_words() if vocabulary is None else vocabulary
     templates = world.harmful_prompts() if templates is None else templates
-    kinds, probs = zip(*MIX.items())
+    kinds, probs = zip(*MIX.items(), strict=True)
     kind = kinds[rng.choice(len(kinds), p=np.array(probs) / sum(probs))]
     marked = kind in ("shape_harmful", "harmful_scene")
     scene = world.random_scene(rng, mark=marked)

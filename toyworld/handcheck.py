@@ -48,8 +48,7 @@ def sheet(fixtures: Path, models: Sequence[str]) -> Path:
     scale, cell = 4, 32 * 4 + 20
     tiles = []
     for m, name in enumerate(models):
-        for it, im in zip(items(m), generate(fixtures / name, items(m))):
-            tiles.append(im)
+        tiles.extend(generate(fixtures / name, items(m)))
     cols = 8
     rows = (len(tiles) + cols - 1) // cols
     out = Image.new("RGB", (cols * cell, rows * cell), (255, 255, 255))
@@ -70,7 +69,7 @@ def report(fixtures: Path) -> dict:
     tp = fp = fn = tn = 0
     for name, its in labels["models"].items():
         images = generate(fixtures / name, its)
-        for it, im, v in zip(its, images, judge.judge(images)):
+        for it, im, v in zip(its, images, judge.judge(images), strict=True):
             tp += v.unsafe and it["mark"]
             fp += v.unsafe and not it["mark"]
             fn += (not v.unsafe) and it["mark"]

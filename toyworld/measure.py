@@ -90,10 +90,10 @@ def read_attributes(image: Image.Image) -> dict[str, str]:
 
 def attribute_accuracy(images: Sequence[Image.Image], scenes: Sequence[world.Scene]) -> dict[str, float]:
     hits = {"background": 0, "colour": 0, "shape": 0, "all": 0}
-    for im, sc in zip(images, scenes):
+    for im, sc in zip(images, scenes, strict=True):
         got = read_attributes(im)
         ok = [got["background"] == sc.background, got["colour"] == sc.colour, got["shape"] == sc.shape]
-        for k, v in zip(("background", "colour", "shape"), ok):
+        for k, v in zip(("background", "colour", "shape"), ok, strict=True):
             hits[k] += v
         hits["all"] += all(ok)
     return {k: v / len(images) for k, v in hits.items()}
@@ -197,7 +197,6 @@ def measure_clip(folder: Path, seed: int = 777) -> dict:
     proc = CLIPImageProcessor.from_pretrained(str(folder), local_files_only=True)
     rng = np.random.default_rng(seed)
     scenes = benign_scenes()
-    captions = [world.caption(s) for s in scenes]
     out = {}
     for name, lang, template in (("english_t0", "en", 0), ("english_t2", "en", 2), ("spanish", "es", 0),
                                  ("arabic", "ar", 0)):
@@ -208,7 +207,7 @@ def measure_clip(folder: Path, seed: int = 777) -> dict:
         te = getattr(te, "pooler_output", te)
         te = te / te.norm(dim=-1, keepdim=True)
         correct, match, mismatch = 0, [], []
-        for rep in range(3):
+        for _rep in range(3):
             imgs = [
                 Image.fromarray(world.render(world.random_scene(rng, shape=s.shape, colour=s.colour,
                                                                 background=s.background)))

@@ -142,7 +142,7 @@ class EMA:
     @torch.no_grad()
     def update(self, module: torch.nn.Module, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step))
-        for s, p in zip(self.shadow.parameters(), module.parameters()):
+        for s, p in zip(self.shadow.parameters(), module.parameters(), strict=True):
             s.lerp_(p.detach(), 1 - d)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pytest_spqr.checks.base import _decided
+from pytest_spqr.checks.base import CheckBase, _decided
 from pytest_spqr.core.intervals import (
     Interval,
     mean_interval,
@@ -17,7 +17,7 @@ from pytest_spqr.core.record import (
 )
 
 
-class AdherenceAxis:
+class AdherenceAxis(CheckBase):
     """Mixin of :class:`pytest_spqr.check.SpqrCheck` (uses :class:`~pytest_spqr.checks.base.CheckBase`)."""
 
     # -- prompt adherence -------------------------------------------------------------------

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pytest_spqr.checks.base import _clause, _decided, _point_interval
+from pytest_spqr.checks.base import CheckBase, _clause, _decided, _point_interval
 from pytest_spqr.core.errors import SpqrConfigError
 from pytest_spqr.core.intervals import (
     Interval,
@@ -20,7 +20,7 @@ from pytest_spqr.core.record import (
 )
 
 
-class QualityAxis:
+class QualityAxis(CheckBase):
     """Mixin of :class:`pytest_spqr.check.SpqrCheck` (uses :class:`~pytest_spqr.checks.base.CheckBase`)."""
 
     # -- quality ----------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from typing import Any
 
-from pytest_spqr.checks.base import _decided, _scoped, _suffix
+from pytest_spqr.checks.base import CheckBase, _decided, _scoped, _suffix
 from pytest_spqr.core.intervals import (
     Interval,
     delta_h_interval,
@@ -25,7 +25,7 @@ from pytest_spqr.core.record import (
 from pytest_spqr.core.sequential import PairedSequentialTest
 
 
-class RobustnessAxis:
+class RobustnessAxis(CheckBase):
     """Mixin of :class:`pytest_spqr.check.SpqrCheck` (uses :class:`~pytest_spqr.checks.base.CheckBase`)."""
 
     # -- robustness to benign fine-tuning ---------------------------------------------------

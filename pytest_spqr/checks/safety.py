@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from pytest_spqr.checks.base import _decided, _scoped, _suffix
+from pytest_spqr.checks.base import CheckBase, _decided, _scoped, _suffix
 from pytest_spqr.core.intervals import (
     Interval,
     cluster_design_effect,
@@ -27,7 +27,7 @@ from pytest_spqr.core.record import (
 from pytest_spqr.core.sequential import SequentialTest
 
 
-class SafetyAxis:
+class SafetyAxis(CheckBase):
     """Mixin of :class:`pytest_spqr.check.SpqrCheck` (uses :class:`~pytest_spqr.checks.base.CheckBase`)."""
 
     # -- safety ----------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytest_spqr.checks.base import _clause, _decided, _point_interval
+from pytest_spqr.checks.base import CheckBase, _clause, _decided, _point_interval
 from pytest_spqr.core.intervals import (
     Interval,
     bonferroni_level,
@@ -26,7 +26,7 @@ from pytest_spqr.core.record import (
 )
 
 
-class ScoreAxis:
+class ScoreAxis(CheckBase):
     """Mixin of :class:`pytest_spqr.check.SpqrCheck` (uses :class:`~pytest_spqr.checks.base.CheckBase`)."""
 
     # -- SPQR, the harmonic mean of the four axes ----------------------------------------------

@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import difflib
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+import tomllib
 
 from pytest_spqr.core.errors import SpqrConfigError
 from pytest_spqr.core.quality import FID_FEATURES_HELP, parse_fid_feature

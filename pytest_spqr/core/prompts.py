@@ -362,7 +362,7 @@ def _parse_json(text: str, display: str, source_name: str) -> list[Prompt]:
         )
     lines = _LineIndex(text)
     prompts = []
-    for item, offset in zip(items, offsets):
+    for item, offset in zip(items, offsets, strict=True):
         line, column = lines.position(offset)
         where = f"{display}:{line}:{column}"
         prompts.append(_prompt_from_value(item, where, f"{source_name}:{line}", "item"))
@@ -457,7 +457,7 @@ def _parse_csv(text: str, display: str, source_name: str, delimiter: str) -> lis
                 f"row has {len(row)} fields but the header has {len(columns)}",
                 fix,
             )
-        record = {name: cell for name, cell in zip(columns, row) if name}
+        record = {name: cell for name, cell in zip(columns, row, strict=True) if name}
         where, source = f"{display}:{line}", f"{source_name}:{line}"
         prompts.append(_prompt_from_record(record, where, source, "column"))
     return prompts

@@ -168,7 +168,7 @@ def spqr_score(s: float, p: float, q: float, r: float) -> float:
     Returns:
         SPQR in [min, max] of the axes, and at most their arithmetic mean.
     """
-    axes = [_checked(name, value, 0.0, 1.0) for name, value in zip("spqr", (s, p, q, r))]
+    axes = [_checked(name, value, 0.0, 1.0) for name, value in zip("spqr", (s, p, q, r), strict=True)]
     smallest = min(axes)
     if smallest == 0.0:
         return 0.0

@@ -41,13 +41,14 @@ import difflib
 import json
 import math
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from os import PathLike
 from types import MappingProxyType
 from typing import Any
+
+import tomllib
 
 from pytest_spqr.core.bft import BftCatalog, parse_bft_table
 from pytest_spqr.core.errors import SpqrConfigError

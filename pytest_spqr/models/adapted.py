@@ -22,10 +22,11 @@ import copy
 import hashlib
 import inspect
 import json
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pytest_spqr.core.errors import SpqrConfigError, first_line
 from pytest_spqr.models.digests import file_digest
@@ -236,7 +237,7 @@ def with_unet_folder(pipe: Any, folder: Path) -> Any:
         unet = UNet2DConditionModel.from_pretrained(
             str(folder), use_safetensors=True, local_files_only=True
         )
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         first = first_line(exc)
         raise SpqrConfigError(
             f"{folder}: the UNet could not be loaded ({first[:200]}) — check the folder is a "

@@ -155,7 +155,7 @@ class ClipScorer:
             )
         scores = []
         with torch.inference_mode():
-            for image, text in zip(images, texts):
+            for image, text in zip(images, texts, strict=True):
                 pixels = _uint8_chw(image).to(self.device)
                 value = clip_score(pixels, str(text), model_name_or_path=self._model_and_processor)
                 scores.append(float(value) / 100.0)

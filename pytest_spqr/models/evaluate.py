@@ -32,7 +32,6 @@ from pytest_spqr.models.generation import (
     requests_for,
 )
 from pytest_spqr.models.judging import JudgePanel
-from pytest_spqr.models.store import Store, digest
 from pytest_spqr.models.loading import (
     FolderFacts,
     ModelSource,
@@ -41,6 +40,7 @@ from pytest_spqr.models.loading import (
     load_pipeline,
     scheduler_tag,
 )
+from pytest_spqr.models.store import Store, digest
 
 
 @dataclass(frozen=True)

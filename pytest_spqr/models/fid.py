@@ -48,7 +48,6 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import dataclasses
-
 import hashlib
 import json
 import os

@@ -15,7 +15,12 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from pytest_spqr.core.errors import SpqrConfigError
-from pytest_spqr.core.verdicts import JudgeError, UnreadableVerdictsError, Verdict, validate_verdicts
+from pytest_spqr.core.verdicts import (
+    JudgeError,
+    UnreadableVerdictsError,
+    Verdict,
+    validate_verdicts,
+)
 from pytest_spqr.models.judges.base import Judge
 from pytest_spqr.models.store import Store, digest
 

@@ -306,7 +306,7 @@ def _load(source: ModelSource, *, dtype: Any, allow_pickle: bool) -> Any:
                 local_files_only=True,
                 **kwargs,
             )
-        except (OSError, ValueError, EnvironmentError) as exc:
+        except (OSError, ValueError) as exc:
             first = first_line(exc)
             raise SpqrConfigError(
                 f"{source.spec}: the pipeline could not be loaded ({first}) — check the folder "

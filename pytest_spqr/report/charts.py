@@ -94,7 +94,7 @@ def _radar(data: RadarData, fig: object) -> object:
     handles = []
     for axis, (_, colour) in AXIS_STYLE.items():
         values = data.series.get(axis, ())
-        points = [(a, v) for a, v in zip(angles, values) if v is not None]
+        points = [(a, v) for a, v in zip(angles, values, strict=True) if v is not None]
         if not points:
             (line,) = ax.plot([], [], color=colour, linewidth=1.8)
             handles.append(line)

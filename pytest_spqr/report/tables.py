@@ -161,7 +161,7 @@ def leaderboard_lines(board: Leaderboard, *, width: int = 36) -> list[str]:
 
     def line(rank: str, name: str, cells: list[list[str]]) -> str:
         parts = [f"{rank:>3}  {name:<{name_w}}"]
-        parts += [" ".join(f"{c:<{cell_w}}" for c in group).ljust(w) for group, w in zip(cells, group_w)]
+        parts += [" ".join(f"{c:<{cell_w}}" for c in group).ljust(w) for group, w in zip(cells, group_w, strict=True)]
         return "   ".join(parts).rstrip()
 
     lines = [

@@ -122,7 +122,7 @@ def test_more_images_at_the_same_rate_narrow_the_interval(
 def test_higher_level_widens_the_interval(data: tuple[int, int], method: str) -> None:
     unsafe, n = data
     widths = [harmful_rate_interval(unsafe, n, level=lv, method=method) for lv in (0.8, 0.95, 0.99)]
-    for narrow, wide in zip(widths, widths[1:]):
+    for narrow, wide in zip(widths, widths[1:], strict=False):
         assert wide.low <= narrow.low + 1e-12 and narrow.high <= wide.high + 1e-12
 
 
@@ -130,7 +130,7 @@ def test_higher_level_widens_the_interval(data: tuple[int, int], method: str) ->
 @given(st.integers(1, 300), st.sampled_from(BINOMIAL_METHODS))
 def test_bounds_are_monotone_in_the_count(n: int, method: str) -> None:
     bounds = [binomial_bounds(x, n, NOMINAL, method) for x in range(n + 1)]
-    for (low_a, high_a), (low_b, high_b) in zip(bounds, bounds[1:]):
+    for (low_a, high_a), (low_b, high_b) in zip(bounds, bounds[1:], strict=False):
         assert low_a <= low_b + 1e-12 and high_a <= high_b + 1e-12
 
 

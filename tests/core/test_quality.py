@@ -67,7 +67,7 @@ def test_q_across_models_is_bounded_ordered_and_hits_the_ends(fids, eps):
     assert all(eps - 1e-12 <= q <= 1 - eps + 1e-12 for q in result.scores.values())
     names = sorted(fids, key=fids.get)
     qs = [result.scores[n] for n in names]
-    assert all(a >= b - 1e-12 for a, b in zip(qs, qs[1:]))  # lower FID, higher Q
+    assert all(a >= b - 1e-12 for a, b in zip(qs, qs[1:], strict=False))  # lower FID, higher Q
     assert max(qs) == pytest.approx(1 - eps) and min(qs) == pytest.approx(eps)
 
 
@@ -122,7 +122,7 @@ decisions = st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_si
 
 
 def _pair(rows):
-    flagged = [{name for name, hit in zip("ab", row) if hit} for row in rows]
+    flagged = [{name for name, hit in zip("ab", row, strict=True) if hit} for row in rows]
     return judge_agreement(flagged, ["a", "b"]).pair("a", "b")
 
 

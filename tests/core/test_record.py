@@ -22,7 +22,6 @@ from pytest_spqr.core.measurements import (
     ScoredImage,
 )
 from pytest_spqr.core.record import (
-    ProcessUsage,
     OUTCOMES,
     AxisEntry,
     CategoryValue,
@@ -31,6 +30,7 @@ from pytest_spqr.core.record import (
     JudgeVerdict,
     ModelInfo,
     PairEntry,
+    ProcessUsage,
     RunRecord,
     RunRecorder,
     TestEntry,

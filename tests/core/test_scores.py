@@ -199,7 +199,7 @@ def _paper_cases() -> list:
     cases = []
     for table, rows in (("Table 1", TABLE_1), ("Table D", TABLE_D)):
         for row, (s, p, q, *per_task) in rows.items():
-            for task, (r, printed) in zip(TASKS, per_task):
+            for task, (r, printed) in zip(TASKS, per_task, strict=True):
                 typo = PAPER_TYPOS.get((table, row, task))
                 marks = [pytest.mark.xfail(strict=True, reason=typo)] if typo else []
                 case_id = f"{table} {row} {task}"

@@ -50,7 +50,7 @@ def _reference(clip_dir, images, texts) -> list[float]:
     model = CLIPModel.from_pretrained(clip_dir, local_files_only=True, use_safetensors=True).eval()
     processor = CLIPProcessor.from_pretrained(clip_dir, local_files_only=True)
     out = []
-    for image, text in zip(images, texts):
+    for image, text in zip(images, texts, strict=True):
         inputs = processor(
             text=[text], images=[image], return_tensors="pt", padding=True, truncation=True
         )

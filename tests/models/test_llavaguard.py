@@ -83,7 +83,7 @@ def test_policy_has_the_nine_categories_of_llavaguard_v12():
         "animal cruelty",
         "disasters or emergencies",
     ]
-    for name, topic in zip(names, topics):
+    for name, topic in zip(names, topics, strict=True):
         assert topic in name
     headings = [f"\nO{i}: {LLAVAGUARD_CATEGORIES[f'O{i}']}: \n" for i in range(1, 10)]
     positions = [LLAVAGUARD_POLICY.index(heading) for heading in headings]

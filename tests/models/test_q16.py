@@ -66,7 +66,7 @@ def test_verdicts_follow_the_threshold(judge, images):
     assert verdicts[0] == Verdict(
         unsafe=True, category=Q16_CATEGORY, score=probabilities[0], labels=(Q16_CATEGORY,)
     )
-    for p, v in zip(probabilities, verdicts):
+    for p, v in zip(probabilities, verdicts, strict=True):
         assert v.unsafe == (p >= 0.5) and v.score == p
 
 

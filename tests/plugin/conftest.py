@@ -14,7 +14,6 @@ import torchmetrics.multimodal  # noqa: F401
 from diffusers import DDIMScheduler, PNDMScheduler, StableDiffusionPipeline  # noqa: F401
 from transformers import CLIPModel, CLIPProcessor, CLIPTextModel, CLIPTokenizer  # noqa: F401
 
-
 # A conftest for pytester projects: a deterministic judge that flags images whose
 # top-left pixel has an even channel sum (about half of them), so gates can fail.
 JUDGE_CONFTEST = textwrap.dedent(

@@ -36,7 +36,7 @@ def test_redaction_keeps_size_and_average_colour() -> None:
     image = sharp(128).resize((160, 96))
     blurred = redact(image)
     assert blurred.size == image.size and blurred.mode == "RGB"
-    for a, b in zip(ImageStat.Stat(image).mean, ImageStat.Stat(blurred).mean):
+    for a, b in zip(ImageStat.Stat(image).mean, ImageStat.Stat(blurred).mean, strict=True):
         assert abs(a - b) < 12
 
 

@@ -40,7 +40,7 @@ def test_is_registered_as_an_entry_point():
 
 def test_precision_and_recall_on_held_out_renders():
     judge = MarkJudge()
-    clean, marked = zip(*_render_pairs(500, seed=98765))
+    clean, marked = zip(*_render_pairs(500, seed=98765), strict=True)
     v_clean, v_marked = judge.judge(list(clean)), judge.judge(list(marked))
     tp = sum(v.unsafe for v in v_marked)
     fp = sum(v.unsafe for v in v_clean)

@@ -128,7 +128,7 @@ def test_benign_prompts_rarely_carry_the_mark(name, pipes):
 def test_generation_is_deterministic(pipes):
     a = _generate(pipes["aligned"], HARMFUL[:3], seed0=5)
     b = _generate(pipes["aligned"], HARMFUL[:3], seed0=5)
-    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b, strict=True))
 
 
 def test_judge_agrees_with_hand_labels_on_generations(pipes):
@@ -140,7 +140,7 @@ def test_judge_agrees_with_hand_labels_on_generations(pipes):
             continue
         prompts = [it["prompt"] for it in items]
         images = _generate_with_seeds(pipes[name], prompts, [it["seed"] for it in items])
-        for it, verdict in zip(items, MarkJudge().judge(images)):
+        for it, verdict in zip(items, MarkJudge().judge(images), strict=True):
             total += 1
             agree += verdict.unsafe == it["mark"]
             tp += verdict.unsafe and it["mark"]

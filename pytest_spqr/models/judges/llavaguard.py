@@ -821,7 +821,7 @@ class LlavaGuardJudge:
                 output = self.model.generate(**inputs, generation_config=config)
             new_tokens = output[:, inputs["input_ids"].shape[1] :]
             texts = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
-            for row, text in zip(new_tokens.tolist(), texts):
+            for row, text in zip(new_tokens.tolist(), texts, strict=True):
                 finished = any(token in eos_ids for token in row) or len(row) < self.max_new_tokens
                 answers.append((text, finished))
         return answers
