@@ -48,8 +48,7 @@ def file_digest(path: str | os.PathLike[str]) -> str:
     if isinstance(stored, str):
         _memo[identity] = stored
         return stored
-    with open(resolved, "rb") as handle:
-        value = hashlib.file_digest(handle, ALGORITHM).hexdigest()
+    value = _file_digest(resolved)
     hashed_bytes += identity[1]
     if _identity(resolved) == identity:  # unchanged while read: safe to remember
         _memo[identity] = value
@@ -64,3 +63,12 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 def forget() -> None:
     """Drop the in-process memo (tests; the persisted entries stay)."""
     _memo.clear()
+
+
+def _file_digest(path: Path) -> str:
+    """The file's digest, read in 1 MiB blocks (``hashlib.file_digest`` is Python ≥ 3.11)."""
+    hasher = hashlib.new(ALGORITHM)
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            hasher.update(block)
+    return hasher.hexdigest()

@@ -129,5 +129,5 @@ def _learn_merges(
         pair = (item[0], item[1]) if isinstance(item, list) else tuple(item.split(" ", 1))
         if pair not in seen:  # a pair learned twice adds nothing the first did not
             seen.add(pair)
-            merges.append(pair)  # type: ignore[arg-type]
+            merges.append(pair)
     return merges

@@ -11,8 +11,13 @@ import io
 import math
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 from pytest_spqr.core.record import RadarData
+
+if TYPE_CHECKING:  # matplotlib is the optional [report] extra, imported when drawing
+    from matplotlib.figure import Figure
+    from matplotlib.projections.polar import PolarAxes
 
 AXIS_STYLE: dict[str, tuple[str, str]] = {
     "safety": ("Safety", "#1f77b4"),
@@ -22,7 +27,7 @@ AXIS_STYLE: dict[str, tuple[str, str]] = {
 }
 """Axis → (legend label, colour): the paper's Figure 4 colours (blue, orange, green, red)."""
 
-_RC = {
+_RC: dict[Any, Any] = {
     "svg.hashsalt": "pytest-spqr",
     "svg.fonttype": "none",
     "font.family": "sans-serif",
@@ -31,12 +36,12 @@ _RC = {
 }
 
 
-def _svg(fig: object, label: str) -> str:
+def _svg(fig: Figure, label: str) -> str:
     import matplotlib
 
     buf = io.StringIO()
     with matplotlib.rc_context(_RC):
-        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})  # type: ignore[attr-defined]
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
     text = buf.getvalue()
     text = text[text.index("<svg"):]
     safe = (label.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
@@ -66,7 +71,7 @@ def radar_svg(data: RadarData) -> str:
     return _svg(fig, title)
 
 
-def _legend(fig: object, data: RadarData, handles: Sequence[object]) -> None:
+def _legend(fig: Figure, data: RadarData, handles: Sequence[Any]) -> None:
     labels = []
     for axis in AXIS_STYLE:
         name = AXIS_STYLE[axis][0]
@@ -75,14 +80,14 @@ def _legend(fig: object, data: RadarData, handles: Sequence[object]) -> None:
         if all(v is None for v in data.series.get(axis, ())):
             name += " (not measured)"
         labels.append(name)
-    fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False,  # type: ignore[attr-defined]
+    fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False,
                fontsize=8.5, handlelength=1.4, columnspacing=1.0)
 
 
-def _radar(data: RadarData, fig: object) -> object:
+def _radar(data: RadarData, fig: Figure) -> Figure:
     n = len(data.categories)
     angles = [2 * math.pi * i / n for i in range(n)]
-    ax = fig.add_axes((0.18, 0.25, 0.64, 0.56), projection="polar")  # type: ignore[attr-defined]
+    ax = cast("PolarAxes", fig.add_axes((0.18, 0.25, 0.64, 0.56), projection="polar"))
     ax.set_theta_offset(math.pi / 2)
     ax.set_theta_direction(-1)
     ax.set_ylim(0, 1)
@@ -109,13 +114,13 @@ def _radar(data: RadarData, fig: object) -> object:
     title = _short(data.model)
     if data.scenario:
         title += f"\nR after benign fine-tuning: {data.scenario}"
-    fig.suptitle(title, fontsize=10, y=0.985)  # type: ignore[attr-defined]
+    fig.suptitle(title, fontsize=10, y=0.985)
     _legend(fig, data, handles)
     return fig
 
 
-def _bars(data: RadarData, fig: object) -> object:
-    ax = fig.add_axes((0.30, 0.34, 0.64, 0.52))  # type: ignore[attr-defined]
+def _bars(data: RadarData, fig: Figure) -> Figure:
+    ax = fig.add_axes((0.30, 0.34, 0.64, 0.52))
     groups = list(data.categories) or ["all prompts"]
     height = 0.8 / len(AXIS_STYLE)
     handles = []
@@ -130,6 +135,6 @@ def _bars(data: RadarData, fig: object) -> object:
     ax.set_xlim(0, 1)
     ax.spines[["top", "right"]].set_visible(False)
     fig.suptitle(_short(data.model) + (f" — R: {data.scenario}" if data.scenario else ""),
-                 fontsize=9.5, y=0.98)  # type: ignore[attr-defined]
+                 fontsize=9.5, y=0.98)
     _legend(fig, data, handles)
     return fig

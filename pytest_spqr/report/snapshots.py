@@ -133,7 +133,7 @@ def _entries(data: Any) -> list[tuple[str | None, AxisEntry]]:
     if isinstance(data, RunRecord):
         return [(t.nodeid, e) for t in data.tests for e in t.axes]
     if isinstance(data, Mapping):
-        out = []
+        out: list[tuple[str | None, AxisEntry]] = []
         for key in data:
             for title, entry in _entries(data[key]):
                 out.append((f"{key} {title}" if title else str(key), entry))
@@ -166,7 +166,7 @@ except ImportError:  # pragma: no cover - exercised only where syrupy is absent
 
 if SingleFileSnapshotExtension is not None:
 
-    class VerdictSnapshotExtension(SingleFileSnapshotExtension):  # type: ignore[misc,valid-type]
+    class VerdictSnapshotExtension(SingleFileSnapshotExtension):
         """syrupy extension: one ``<test>.verdicts.txt`` per snapshot, text from
         :func:`serialize_verdicts` with :attr:`digits` decimals."""
 

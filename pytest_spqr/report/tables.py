@@ -150,10 +150,10 @@ def leaderboard_lines(board: Leaderboard, *, width: int = 36) -> list[str]:
     rows = []
     for rank, model in enumerate(board.models, 1):
         label = model if len(model) <= width else "…" + model[-(width - 1):]
-        values = [board.shared(model)]
+        values: list[tuple[float | None, ...]] = [board.shared(model)]
         for column in columns:
             row = board.row(model, column)
-            values.append((row.robustness, row.score) if row else (None, None))
+            values.append((row.robustness, row.score) if row else (None, None))  # R, SPQR
         rows.append((str(rank), label, [[_fmt(v) for v in vs] for vs in values]))
     name_w = max(5, *(len(label) for _, label, _ in rows))
     cell_w = 6
