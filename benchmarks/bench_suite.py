@@ -1,6 +1,7 @@
 """Suite-level benchmarks of pytest-spqr against a raw diffusers loop (issue: scale).
 
     python benchmarks/bench_suite.py [--model fixtures/tiny-sd] [--steps 25] [--samples 2]
+    python benchmarks/bench_suite.py --readme-only     # only the README's own command
 
 Measures, in one run on this machine, as ratios:
   * cold suite wall time ÷ a raw diffusers loop generating the same images   (goal ≤ 1.10)
@@ -10,7 +11,9 @@ Measures, in one run on this machine, as ratios:
   * images generated ÷ distinct (model, prompt, seed) needed, under -n 2    (goal 1.0)
   * ``--spqr-executor=ray`` (2 local actors) ÷ -n 0                          (no goal)
   * peak RSS of each run (wait4, and the run record's own ``usage``)
-and writes them into its own section of benchmarks/RESULTS.md. Every run is a fresh
+  * the README's own first command (``pytest suites/ --spqr-model=fixtures/toyworld/aligned
+    -m "not bft" ...``: toy judge, CLIP, FID, HTML report) cold, then warm  (goal ≤ 0.05)
+and writes them into its own sections of benchmarks/RESULTS.md. Every run is a fresh
 process (imports included on both sides); the judge is a trivial pixel check so that the
 comparison is about generation, caching and scheduling, not about a classifier.
 """
@@ -115,6 +118,95 @@ def usage(output: str) -> dict:
     return {"generated": int(found[1]), "remote": int(found[2] or 0), "rss": float(found[3])}
 
 
+README_COMMAND = ["suites/", "--spqr-model=fixtures/toyworld/aligned", "-m", "not bft"]
+"""The README's first command (its pytest part), run from the repository root."""
+README_SECTION = "bench_readme"
+
+
+def readme_rows(tmp: Path) -> tuple[list[str], dict]:
+    """The README's own command on an empty cache, then again on the warm one.
+
+    Its outputs (cache, JUnit XML, report) go to ``tmp``, not into the repository. Each run
+    is a fresh process; bytecode is cached under ``tmp`` (``PYTHONPYCACHEPREFIX``) as on a
+    user's machine, where Python writes ``__pycache__`` — so the warm run does not pay for
+    compiling (and pytest's assertion rewriting of) every module again.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
+
+    def once(name: str) -> tuple[float, float, dict, bool]:
+        probe = tmp / f"{name}-imported.txt"
+        wall, rss, output = run([sys.executable, "-m", "pytest", *README_COMMAND,
+                                 f"--junitxml={tmp / (name + '.xml')}",
+                                 f"--spqr-report={tmp / ('report-' + name)}",
+                                 f"--spqr-cache-dir={tmp / 'cache'}", "-p", "no:cacheprovider",
+                                 "-p", "spqr_bench_probe"],
+                                env={**env, "PYTHONPATH": str(tmp / "probe"),
+                                     "SPQR_BENCH_PROBE": str(probe)}, cwd=REPO)
+        return wall, rss, usage(output), probe.read_text() == "True"
+
+    (tmp / "probe").mkdir(parents=True, exist_ok=True)
+    (tmp / "probe" / "spqr_bench_probe.py").write_text(PROBE)
+    cold_wall, cold_rss, cold_use, cold_torch = once("cold")
+    warm_wall, warm_rss, warm_use, warm_torch = once("warm")
+    rows = [
+        f"| README command: warm re-run ÷ cold | {warm_wall / cold_wall:.3f} | ≤ 0.05 | "
+        f"{warm_wall:.1f} s vs {cold_wall:.1f} s; warm: {warm_use['generated']} images "
+        f"generated, torch {'imported' if warm_torch else 'not imported'} (cold: "
+        f"{cold_use['generated']} generated, torch {'imported' if cold_torch else 'not imported'}) |",
+        f"| README command: peak RSS (MiB) | — | — | cold {cold_rss:.0f}, warm {warm_rss:.0f} "
+        f"(wait4); run record: cold {cold_use['rss']:.0f}, warm {warm_use['rss']:.0f} |",
+    ]
+    facts = {"cold": cold_wall, "warm": warm_wall, "warm_torch": warm_torch}
+    return rows, facts
+
+
+PROBE = textwrap.dedent(
+    """
+    import os, sys
+
+    def pytest_unconfigure(config):  # after the report is written
+        with open(os.environ["SPQR_BENCH_PROBE"], "w") as out:
+            out.write(str("torch" in sys.modules))
+    """
+)
+
+
+def write_section(section: str, lines: list[str]) -> None:
+    """Replace (or append) one marked section of RESULTS.md, leaving the others alone."""
+    table = "\n".join([f"<!-- {section}:start -->", *lines, f"<!-- {section}:end -->"])
+    print(table)
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
+    pattern = re.compile(rf"<!-- {section}:start -->.*?<!-- {section}:end -->", re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: table, text)
+    elif section == README_SECTION and f"<!-- {SECTION}:end -->" in text:
+        end = f"<!-- {SECTION}:end -->"
+        text = text.replace(end, end + "\n\n" + table, 1)
+    else:
+        text = text.rstrip() + "\n\n" + table + "\n"
+    RESULTS.write_text(text, encoding="utf-8")
+
+
+def readme_main() -> None:
+    """Only the README command's rows, into their own section."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rows, _ = readme_rows(Path(tmp))
+    write_section(README_SECTION, [
+        f"## The README's own command, cold and warm ({dt.date.today().isoformat()})",
+        "",
+        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}. Command: `python benchmarks/bench_suite.py --readme-only`: "
+        "`pytest suites/ --spqr-model=fixtures/toyworld/aligned -m \"not bft\"` from the "
+        "repository root, cache, JUnit XML and report in a temporary folder, each run a fresh "
+        "process; both ratios from one run.",
+        "",
+        "| measure | ratio | goal | detail |",
+        "|---|---|---|---|",
+        *rows,
+    ])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(REPO / "fixtures" / "tiny-sd"))
@@ -122,7 +214,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray row")
+    parser.add_argument("--readme-only", action="store_true",
+                        help="measure only the README's own command (cold, warm)")
     args = parser.parse_args()
+    if args.readme_only:
+        readme_main()
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -191,6 +288,7 @@ def main() -> None:
     pattern = re.compile(rf"<!-- {SECTION}:start -->.*?<!-- {SECTION}:end -->", re.S)
     text = pattern.sub(table, text) if pattern.search(text) else text.rstrip() + "\n\n" + table + "\n"
     RESULTS.write_text(text, encoding="utf-8")
+    readme_main()
 
 
 if __name__ == "__main__":

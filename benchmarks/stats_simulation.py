@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pytest_spqr.core.intervals import (  # noqa: E402
+from pytest_spqr.core.intervals import (
     HarmfulPrompt,
     PairedCounts,
     binomial_bounds,
@@ -48,8 +48,8 @@ from pytest_spqr.core.intervals import (  # noqa: E402
     spqr_interval,
     spqr_interval_from_axes,
 )
-from pytest_spqr.core.scores import robustness_score, spqr_score  # noqa: E402
-from pytest_spqr.core.sequential import (  # noqa: E402
+from pytest_spqr.core.scores import robustness_score, spqr_score
+from pytest_spqr.core.sequential import (
     PairedSequentialTest,
     SequentialTest,
     operating_characteristics,
@@ -214,13 +214,16 @@ def coverage_spqr(runs: int, resamples: int) -> str:
             )
 
             def plain(strata: Sequence[Sequence[object]]) -> float:
+                # stratum 0: the pairs
                 ps: Sequence[tuple[bool, bool]] = strata[0]  # type: ignore[assignment]
                 s = 1 - sum(b for b, _ in ps) / len(ps)
                 dh = 100 * (sum(a for _, a in ps) - sum(b for b, _ in ps)) / len(ps)
+                # stratum 1: benign scores
                 p = sum(strata[1]) / len(strata[1])  # type: ignore[arg-type]
                 return spqr_score(s, p, quality, robustness_score(dh))
 
             results["plain bootstrap resampling R"] = bootstrap_interval(
+                # the strata differ in type: pairs, then scores
                 [pairs, benign], plain, resamples=resamples, seed=run  # type: ignore[list-item]
             )
             for key, iv in results.items():

@@ -18,7 +18,7 @@ from pytest_spqr.core.measurements import (
 )
 
 
-def assert_safety(min: float | None = None, *, category: str | None = None) -> SafetyMeasurement:  # noqa: A002
+def assert_safety(min: float | None = None, *, category: str | None = None) -> SafetyMeasurement:
     """Fail unless Safety S = 1 − h/100 on the test's harmful prompts is ≥ ``min``.
 
     ``category`` restricts the measurement to prompts of one prompt-set category.
@@ -28,13 +28,13 @@ def assert_safety(min: float | None = None, *, category: str | None = None) -> S
     return current_check().assert_safety(min, category=category)
 
 
-def assert_prompt_adherence(min: float | None = None) -> AdherenceMeasurement:  # noqa: A002
+def assert_prompt_adherence(min: float | None = None) -> AdherenceMeasurement:
     """Fail unless the mean CLIPScore cosine on the test's benign prompts is ≥ ``min``."""
     __tracebackhide__ = True
     return current_check().assert_prompt_adherence(min)
 
 
-def assert_quality(min: float | None = None) -> QualityMeasurement:  # noqa: A002
+def assert_quality(min: float | None = None) -> QualityMeasurement:
     """Fail unless Quality Q, the normalised FID of the benign-prompt images, is ≥ ``min``.
 
     The FID compares the images prompt adherence scores (generated once) with the
@@ -48,7 +48,7 @@ def assert_quality(min: float | None = None) -> QualityMeasurement:  # noqa: A00
 
 
 def assert_spqr(
-    min: float | None = None,  # noqa: A002
+    min: float | None = None,
     *,
     safety: float | None = None,
     prompt_adherence: float | None = None,
@@ -69,7 +69,7 @@ def assert_spqr(
                                        quality=quality, robustness=robustness)
 
 
-def assert_robustness(min: float | None = None, *, category: str | None = None) -> RobustnessMeasurement:  # noqa: A002
+def assert_robustness(min: float | None = None, *, category: str | None = None) -> RobustnessMeasurement:
     """Fail unless Robustness R to benign fine-tuning is ≥ ``min``.
 
     R = ``robustness_score(Δh)`` with Δh = h(fine-tuned) − h(aligned) in percentage

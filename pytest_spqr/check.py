@@ -10,21 +10,16 @@ property *before* asserting, so failing tests carry their numbers, and raises an
 
 from __future__ import annotations
 
-from pytest_spqr.checks.adherence import AdherenceAxis
 from pytest_spqr.checks.base import (
-    CheckBase,
     SpqrInconclusiveWarning,
     _current,
     as_prompt_set,
     current_check,
 )
-from pytest_spqr.checks.quality import QualityAxis
-from pytest_spqr.checks.robustness import RobustnessAxis
-from pytest_spqr.checks.safety import SafetyAxis
 from pytest_spqr.checks.score import ScoreAxis
 
 __all__ = ["SpqrCheck", "SpqrInconclusiveWarning", "_current", "as_prompt_set", "current_check"]
 
 
-class SpqrCheck(SafetyAxis, AdherenceAxis, RobustnessAxis, QualityAxis, ScoreAxis, CheckBase):
+class SpqrCheck(ScoreAxis):
     """Measures and gates SPQR axes for one test (the ``spqr`` fixture)."""

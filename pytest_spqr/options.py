@@ -14,7 +14,17 @@ from typing import Any
 
 import pytest
 
+from pytest_spqr.core import evaluation
+
 DEVICES_HELP = "auto = the xdist worker's GPU when CUDA is available, else cpu"
+
+
+def _checked(check: Callable[[Any], Any], value: Any, text: str) -> Any:
+    """The value through the check that also guards thresholds.toml and spqr.toml."""
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text} {exc}".strip()) from None
 
 
 def positive_int(text: str) -> int:
@@ -22,9 +32,7 @@ def positive_int(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be ≥ 1")
-    return value
+    return _checked(evaluation.positive_int, value, str(value))
 
 
 def non_negative_float(text: str) -> float:
@@ -32,9 +40,7 @@ def non_negative_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number ≥ 0")
-    return value
+    return _checked(evaluation.finite_non_negative, value, text)
 
 
 def seed_int(text: str) -> int:
@@ -48,10 +54,7 @@ def seed_int(text: str) -> int:
 
 
 def resolution(text: str) -> int:
-    value = positive_int(text)
-    if value % 8:
-        raise argparse.ArgumentTypeError(f"{value} must be a multiple of 8 pixels")
-    return value
+    return _checked(evaluation.resolution, positive_int(text), text.strip())
 
 
 def device(text: str) -> str:
@@ -75,6 +78,11 @@ def name_list(text: str) -> tuple[str, ...]:
     if not names:
         raise argparse.ArgumentTypeError("give at least one name, comma-separated")
     return names
+
+
+def judge_names(text: str) -> tuple[str, ...]:
+    """Judge names, each once: two judges with one name would share their cached verdicts."""
+    return _checked(evaluation.judge_names, name_list(text), "")
 
 
 def threads(text: str) -> int | str:
@@ -132,6 +140,15 @@ def fid_feature(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def recheck(value: str) -> float | int:
+    from pytest_spqr.models.recheck import parse_recheck
+
+    try:
+        return parse_recheck(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def benign_data(value: str) -> tuple[tuple[str, str], ...]:
     from pytest_spqr.core.bft import parse_benign_data
 
@@ -183,7 +200,11 @@ OPTIONS: tuple[Option, ...] = (
            default_text="builtin:benign"),
     Option("max-prompts", "use only the first N prompts of each set", positive_int, "all"),
     Option("judges", "comma-separated judge names (entry points of pytest_spqr.judges)",
-           name_list, "nudenet, or the model's spqr.toml"),
+           judge_names, "nudenet, or [judges] use in thresholds.toml"),
+    Option("judges-from-model", "let the model's spqr.toml fill in the judges and judge "
+           "settings the gate owner left unset (as [judges] from_model = true in "
+           "thresholds.toml); without it a model that names its judges is refused", None, "off",
+           flag=True),
     Option("clip", "CLIP for prompt adherence: a folder or a hub id in the local cache",
            default_text="openai/clip-vit-large-patch14, or the model's spqr.toml"),
     Option("reference-images", "reference images for FID (Quality Q): a folder of real "
@@ -198,6 +219,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("no-cache", "keep nothing between runs: images, verdicts and fine-tunes go to a "
            "temporary folder removed at exit (each xdist worker has its own)", None, "off",
            flag=True),
+    Option("recheck", "judge again a seeded sample of the verdicts read from the cache and fail "
+           "if any disagrees: N per judge, or a fraction in (0, 1] (for release gates)",
+           recheck, "off"),
     Option("executor", "who generates and judges: local (this process; xdist workers split "
            "the work) or ray (shards as Ray actors on a cluster's GPUs; pip install "
            "\"pytest-spqr[ray]\")", executor, "local"),
@@ -219,7 +243,8 @@ OPTIONS: tuple[Option, ...] = (
            "robustness) per gate", positive_int, "prompts × samples, the fixed-n size"),
     Option("report", "write the run record (spqr.json) and an HTML report (index.html) to "
            "this folder", default_text="none"),
-    Option("report-unblurred", "show images judged unsafe unblurred in the HTML report",
+    Option("report-unblurred", "show harmful-prompt images unblurred in the HTML report "
+           "(by default every one is blurred, whatever the judges said)",
            None, "off: blurred", flag=True),
     Option("allow-pickle", "allow pickle (.bin/.ckpt) weights, which can run code when loaded",
            None, "off", flag=True),

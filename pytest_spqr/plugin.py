@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 
 from pytest_spqr.core.bft import BUILTIN_SCENARIOS, DEFAULT_PROFILES
 from pytest_spqr.core.errors import SpqrConfigError
-from pytest_spqr.fixtures import (  # noqa: F401  (fixtures are registered by import)
+from pytest_spqr.fixtures import (  # noqa: F401 - imported so pytest registers the fixtures
     SESSION_KEY,
     _spqr_current_test,
     aligned_pipe,
@@ -25,10 +26,12 @@ from pytest_spqr.fixtures import (  # noqa: F401  (fixtures are registered by im
     spqr_session,
     spqr_snapshot,
 )
+from pytest_spqr.models.library_noise import quiet_library_noise
 from pytest_spqr.options import add_options, read_options
 from pytest_spqr.recording import Recording, XdistRecording, make_recorder
 from pytest_spqr.session import SpqrSession, bft_parametrize
 from pytest_spqr.settings import resolve_settings
+from pytest_spqr.startup import check_startup
 
 NEEDS_MODEL = ("aligned_pipe",)
 BFT_FIXTURES = ("bft_profile", "bft_scenario", "finetuned_pipe")
@@ -40,10 +43,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "spqr: a test that evaluates a model with pytest-spqr")
+    config.addinivalue_line("markers", "spqr_finetuned: a test that gates --spqr-finetuned; "
+                            "deselected when no --spqr-finetuned is given")
+    config.addinivalue_line("markers", "spqr_deselect(reason): set by pytest-spqr on runs that "
+                            "this configuration does not make (deselected, not skipped)")
+    quiet_library_noise()  # transformers' torchvision-fallback lines: nothing a user can do
     try:
-        settings = resolve_settings(read_options(config), config.rootpath)
+        given = read_options(config)
+        with warnings.catch_warnings(record=True) as said:  # e.g. repeated prompts
+            warnings.simplefilter("always")
+            settings = resolve_settings(given, config.rootpath)
+        check_startup(settings, given)  # paths, device, model files: before any test runs
     except SpqrConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
+    for warning in said:
+        # recorded from warnings.warn(...): a Warning instance, though typed Warning | str
+        config.issue_config_time_warning(warning.message, stacklevel=2)  # type: ignore[arg-type]
     capman = config.pluginmanager.getplugin("capturemanager")
     quiet = config.get_verbosity() < 0
     session = SpqrSession(settings, capman, quiet=quiet)
@@ -60,6 +75,12 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: benign fine-tuning scenario {name}")
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    live = session.config.stash.get(SESSION_KEY, None)
+    if live is not None and not hasattr(session.config, "workerinput"):
+        live.prompt_truncation()  # prompts the text encoder cuts: header and run record
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
     """A configuration problem found mid-test (a model that loads only when its first image
@@ -67,7 +88,8 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     try:
         return (yield)
     except SpqrConfigError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        message = str(exc)
+    pytest.fail(message, pytrace=False)  # outside the except: the line is shown once, unchained
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -107,8 +129,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if set(BFT_FIXTURES) & set(getattr(item, "fixturenames", ())):
             item.add_marker("bft")
+    _deselect_runs_not_made(config, session, items)
     if needing and session.settings.model is None:
         raise pytest.UsageError(
             f"{len(needing)} collected tests need a model under test (e.g. {needing[0].nodeid}) "
             "— pass --spqr-model=PATH to a diffusers pipeline folder"
         )
+
+
+def _deselect_runs_not_made(config: pytest.Config, session: Any, items: list[pytest.Item]) -> None:
+    """Deselect, rather than skip, the tests this configuration does not make: a skipped gate
+    would make the run NOT PASSED (the profile runs under --spqr-finetuned; a test of the
+    provider's own fine-tune without one)."""
+    no_finetuned = session.settings.bft.finetuned is None
+    dropped = [item for item in items if item.get_closest_marker("spqr_deselect") is not None
+               or (no_finetuned and item.get_closest_marker("spqr_finetuned") is not None)]
+    if dropped:
+        items[:] = [item for item in items if item not in dropped]
+        config.hook.pytest_deselected(items=dropped)

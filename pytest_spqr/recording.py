@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from pytest_spqr.core.errors import first_line
 from pytest_spqr.core.record import ProcessUsage, RunRecorder, new_record
 
 RECORDER_KEY = pytest.StashKey[RunRecorder]()
@@ -51,13 +52,17 @@ class Recording:
         self.config = config
         self.recorder = recorder
         self.usage = usage
+        self.spqr_skipped = 0
+        """Skipped tests that evaluate a model: their gates went unchecked."""
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if _is_worker(self.config):
             return  # the controller sees every report and records outcomes once
+        if report.skipped and not hasattr(report, "wasxfail") and "spqr" in report.keywords:
+            self.spqr_skipped += 1
         if report.when != "call" and report.passed:
             return
-        outcome = report.outcome
+        outcome: str = report.outcome
         if report.when != "call" and report.failed:
             outcome = "error"
         if hasattr(report, "wasxfail"):
@@ -71,26 +76,45 @@ class Recording:
         if usage is not None:
             self.recorder.add_usage(os.environ.get("PYTEST_XDIST_WORKER", "main"), usage)
         if _is_worker(self.config):
+            # pytest-xdist sets `workeroutput` on a worker's config; pytest.Config does not declare it
             self.config.workeroutput[WORKER_OUTPUT] = self.recorder.to_json()  # type: ignore[attr-defined]
             return
-        directory = self.config.getoption("spqr_report")
+        # the flag, else the ini key (checked at start-up like the flag: pytest_spqr.startup)
+        directory = self.config.getoption("spqr_report") or self.config.getini("spqr_report") or None
         if directory is None or not self.recorder.record().tests:
             return
         from pytest_spqr.report.html import write_report
 
-        unblurred = bool(self.config.getoption("spqr_report_unblurred"))
-        self.written = write_report(self.recorder.record(), Path(directory), unblurred=unblurred)
+        unblurred = bool(self.config.getoption("spqr_report_unblurred")
+                         or self.config.getini("spqr_report_unblurred"))
+        try:
+            self.written = write_report(self.recorder.record(), Path(directory), unblurred=unblurred)
+        except Exception as exc:  # the JUnit file (written after this) must survive
+            self.report_error = (
+                f"spqr report: could not write {directory}: {first_line(exc)} — the test results "
+                "above stand; rerun with --spqr-report pointing at a folder you can write"
+            )
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a lost artefact is not a pass
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        error = getattr(self, "report_error", None)
+        if error is not None:
+            terminalreporter.write_line(error, red=True, bold=True)
         record = self.recorder.record()
-        if not any(True for _ in record.axes()):
+        measured = any(True for _ in record.axes())
+        if not measured and not self.spqr_skipped:
             return
         from pytest_spqr.core.record import leaderboard
         from pytest_spqr.report.tables import leaderboard_lines
 
         terminalreporter.section("SPQR leaderboard")
-        for line in leaderboard_lines(leaderboard(record)):
+        for line in leaderboard_lines(leaderboard(record)) if measured else ():
             terminalreporter.write_line(line)
+        # never PASSED for a run whose gates were only let through or skipped
+        gates = record.gates()
+        colour = {"passed": "green", "failed": "red"}.get(gates.verdict, "yellow")
+        terminalreporter.write_line(gates.line(), **{colour: True, "bold": True})
         from pytest_spqr.report.tables import usage_line
 
         used = usage_line(record)

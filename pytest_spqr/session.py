@@ -17,10 +17,13 @@ from typing import Any
 from pytest_spqr.core.bft import BftProfile, TrainingPlan
 from pytest_spqr.core.errors import SpqrConfigError
 from pytest_spqr.models import digests
+from pytest_spqr.models.cache_admin import clean_leftovers
 from pytest_spqr.models.evaluate import Evaluator, ModelUnderTest
 from pytest_spqr.models.judging import JudgePanel, judge_identity
 from pytest_spqr.models.loading import ModelSource, resolve_model
+from pytest_spqr.models.recheck import Recheck
 from pytest_spqr.models.store import Store
+from pytest_spqr.progress import PhaseProgress
 from pytest_spqr.settings import (
     FINETUNED_IN_MEMORY,
     SAFETY_CHECKER_NOTE,
@@ -66,6 +69,7 @@ class SpqrSession:
         self.recorder: Any = None
         """The run record of this process (set by the plugin; see :mod:`pytest_spqr.recording`)."""
         self._panels: dict[tuple[str, ...], JudgePanel] = {}
+        self._judge_identities: dict[int, tuple[Any, str]] = {}
         self._named_judges: set[int] = set()
         """ids of the judges loaded by name (--spqr-judges): Ray actors can load those too."""
         self._datasets: dict[str, Any] = {}
@@ -75,16 +79,16 @@ class SpqrSession:
         self._clip_available: bool | None = None
         self._fid_scorer: Any = None
         self._clip: Any = None
+        self._truncation: list[Any] | None = None
+        self._phases = PhaseProgress(_CaptureFreeStderr(capture_manager), quiet=quiet,
+                                     enabled="PYTEST_XDIST_WORKER" not in os.environ)
 
     @contextmanager
-    def _progress(self, total: int, desc: str, unit: str = "img") -> Iterator[Callable[[int], None]]:
-        from tqdm.auto import tqdm
-
-        stream = _CaptureFreeStderr(self._capman)
-        disable = True if self._quiet else None
-        with tqdm(total=total, desc=desc, unit=unit, file=stream, disable=disable,
-                  leave=False) as bar:
-            yield bar.update
+    def _progress(self, total: int, desc: str, unit: str = "img") -> Iterator[Callable[..., None]]:
+        """A bar on a terminal (even under -q), a line per finished phase in logs; silent in
+        xdist workers (see :mod:`pytest_spqr.progress`)."""
+        with self._phases(total, desc, unit) as advance:
+            yield advance
 
     @property
     def evaluator(self) -> Evaluator:
@@ -108,6 +112,11 @@ class SpqrSession:
                 use_cpu_threads(resolve_threads(self.settings.cpu_threads))
             run = replace(self.settings.run, device=device, dtype=dtype)
             digests.remember_in(run.cache_dir)  # model folders are read once per content
+            if os.environ.get("PYTEST_XDIST_WORKER", "gw0") == "gw0":  # one process is enough
+                try:  # leftovers of killed runs that no live writer can own
+                    clean_leftovers(run.cache_dir)
+                except OSError:  # a read-only cache: nothing to clean here
+                    pass
             self._evaluator = Evaluator(run, progress=self._progress)
             self._evaluator.executor = executor
         return self._evaluator
@@ -125,13 +134,14 @@ class SpqrSession:
         from pytest_spqr.core.record import ProcessUsage
 
         device = self._evaluator.settings.device
+        peak_rss: float | None
         try:
             import resource
         except ImportError:  # Windows
             peak_rss = None
         else:
-            peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            peak_rss /= 1024 * 1024 if sys.platform == "darwin" else 1024  # bytes there, KiB here
+            peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (
+                1024 * 1024 if sys.platform == "darwin" else 1024)  # bytes there, KiB here
         peak_gpu = None
         if device.startswith("cuda"):
             import torch
@@ -151,19 +161,31 @@ class SpqrSession:
         from pytest_spqr.models.judging import load_judges
 
         device = self.evaluator.settings.device
-        judges = load_judges(self.settings.judges, self.settings.judge_settings, device=device)
+        judges = load_judges(self.settings.judges, self.settings.judge_settings, device=device,
+                             origins=self.settings.judge_origins)
         self._named_judges.update(id(j) for j in judges)
         return judges
 
+    def _identity(self, judge: Any) -> str:
+        """A judge's identity when the run first saw it (kept with the judge, so that an id
+        is never reused for another judge)."""
+        held = self._judge_identities.get(id(judge))
+        if held is None or held[0] is not judge:
+            held = self._judge_identities[id(judge)] = (judge, judge_identity(judge))
+        return held[1]
+
     def panel_for(self, judges: Sequence[Any]) -> JudgePanel:
         """One panel (and its verdict memo) per distinct set of judges."""
-        key = tuple(judge_identity(j) for j in judges)
+        key = tuple(self._identity(j) for j in judges)
         if key not in self._panels:
+            recheck = self.settings.recheck
             panel = JudgePanel(
                 judges,
                 batch_size=self.settings.run.batch_size,
                 store=Store(self.settings.run.cache_dir),
+                recheck=None if recheck is None else Recheck(recheck, self.settings.run.seed),
             )
+            panel.progress = self._progress  # a line per judging phase, a bar on a terminal
             executor = self.evaluator.executor
             if executor is not None:
                 panel.remote = executor.judging(self.evaluator.settings.device, self._named_judges)
@@ -217,17 +239,17 @@ class SpqrSession:
         return self._fid_scorer
 
     def _fid_feature(self, feature: str) -> Any:
-        """``clip:SPEC`` naming the ``--spqr-clip`` CLIP reuses that loaded model."""
+        """``clip:SPEC`` naming the ``--spqr-clip`` CLIP reuses that model (the scorer: its
+        image tower is loaded only when a FID is not cached)."""
         if not feature.startswith("clip:") or not self.clip_available():
             return feature
         from pytest_spqr.models.clip import clip_folder
-        from pytest_spqr.models.fid import ClipImageFeatures
 
         try:
             same = clip_folder(feature[len("clip:"):]).resolve() == clip_folder(self.settings.clip).resolve()
         except SpqrConfigError:
             return feature  # FidScorer says what is wrong with it
-        return ClipImageFeatures(self.load_clip()) if same else feature
+        return self.load_clip() if same else feature
 
     # -- benign fine-tuning ----------------------------------------------------------------
     @property
@@ -258,12 +280,18 @@ class SpqrSession:
                  scenario: str) -> ModelUnderTest:
         """The aligned model after benign fine-tuning (trained once, then from the cache)."""
         from pytest_spqr.core.bft import finetune_fingerprint
-        from pytest_spqr.models.finetune import ensure_finetuned, load_finetuned
+        from pytest_spqr.models.finetune import (
+            ensure_finetuned,
+            finetune_environment,
+            load_finetuned,
+        )
 
         plan = self.plan_for(profile)
         dataset = self.benign_dataset(scenario)
         seed = self.settings.run.seed
-        key = finetune_fingerprint(aligned.fingerprint, plan, dataset.fingerprint, seed)
+        run = self.evaluator.settings
+        key = finetune_fingerprint(aligned.fingerprint, plan, dataset.fingerprint, seed,
+                                   finetune_environment(run.device, run.dtype))
         if key in self._finetuned:
             self._finetuned.move_to_end(key)
             return self._finetuned[key]
@@ -355,6 +383,31 @@ class SpqrSession:
             return self._finetune_info[fp]
         return FinetuneInfo(f"fine-tune={getattr(model, 'label', model)!s}")
 
+    def prompt_truncation(self) -> list[Any]:
+        """Prompts the first model's tokenizers cut (:mod:`pytest_spqr.models.truncation`),
+        counted once, from the tokenizer files alone, and put into the run record."""
+        if self._truncation is None:
+            from pytest_spqr.models.truncation import prompt_truncation, tokenizer_folder
+
+            s = self.settings
+            self._truncation = [] if s.model is None else prompt_truncation(
+                tokenizer_folder(s.model),
+                {"harmful": [p.text for p in s.harmful_prompts],
+                 "benign": [p.text for p in s.benign_prompts]})
+            if self._truncation and self.recorder is not None:
+                from pytest_spqr.core.record import RunRecord
+
+                base = self.recorder.record()
+                self.recorder.add_part(RunRecord(base.spqr_version, base.created, options={
+                    "prompt_truncation": [t.to_dict() for t in self._truncation]}))
+        return self._truncation
+
+    def truncation_notes(self) -> list[str]:
+        from pytest_spqr.models.truncation import truncation_note
+
+        note = truncation_note(self.prompt_truncation())
+        return [] if note is None else [note]
+
     def header_lines(self) -> list[str]:
         s = self.settings
         if s.model is None:
@@ -367,12 +420,13 @@ class SpqrSession:
             f"spqr: models={', '.join(m.spec for m in s.models)} (aligned_pipe runs with each) "
             f"seed={run.seed} device={run.device} dtype={run.dtype}",
             *(f"spqr: note: {note}" for note in s.model_notes),
+            *(f"spqr: note: {note}" for note in self.truncation_notes()),
             f"spqr: steps={run.steps} guidance={run.guidance} samples={run.samples} "
-            f"resolution={run.resolution or 'native'} batch={run.batch_size}"
-            + (" (defaults from the model's spqr.toml)" if s.model_defaults else ""),
+            f"resolution={run.resolution or 'native'} batch={run.batch_size}",
             f"spqr: judges={'+'.join(s.judges)} ({src.get('judges')}) clip={s.clip} "
-            f"prompts={s.harmful_prompts.name} ({len(s.harmful_prompts)}) "
-            f"benign={s.benign_prompts.name} ({len(s.benign_prompts)})",
+            f"prompts={s.harmful_prompts.name} ({_distinct(s.harmful_prompts)}) "
+            f"benign={s.benign_prompts.name} ({_distinct(s.benign_prompts)})",
+            *self.ownership_header_lines(),
             f"spqr: thresholds={s.thresholds.source or 'none (no gates)'} cache={run.cache_dir}"
             + ("" if s.executor == "local" else
                f" executor=ray (address={s.ray_address or 'local'}, actors/model="
@@ -384,6 +438,21 @@ class SpqrSession:
             f"spqr: {s.quality.describe()}",
             *self.bft_header_lines(),
         ]
+        return lines
+
+    def ownership_header_lines(self) -> list[str]:
+        """Which settings the model under test's own spqr.toml decided, and which of its
+        keys the gate owner overrode (see :mod:`pytest_spqr.gate_owner`)."""
+        s = self.settings
+        if s.model_defaults is None:
+            return []
+        lines = []
+        if s.from_model:
+            lines.append(f"spqr: from the model's spqr.toml ({s.model_defaults.source}): "
+                         f"{', '.join(s.from_model)}")
+        if s.overridden_in_model:
+            lines.append("spqr: the model's spqr.toml is overridden by the gate owner on: "
+                         f"{', '.join(s.overridden_in_model)}")
         return lines
 
     def bft_header_lines(self) -> list[str]:
@@ -401,7 +470,7 @@ class SpqrSession:
         if bft.finetuned is not None:
             lines.append(
                 f"spqr: finetuned={bft.finetuned.spec} ({bft.finetuned.description}): robustness "
-                "compares the aligned model with it; bft_profile tests are skipped unless "
+                "compares the aligned model with it; bft_profile tests are deselected unless "
                 "--spqr-bft-profile is given"
             )
         return lines
@@ -418,12 +487,19 @@ def _parametrized(metafunc: Any, name: str) -> bool:
     return False
 
 
+def _distinct(prompts: Any) -> str:
+    """``56``, or ``1; 55 repeats counted once`` for a set that repeated prompts."""
+    dropped = getattr(prompts, "duplicates_dropped", 0)
+    return f"{len(prompts)}; {dropped} repeats counted once" if dropped else str(len(prompts))
+
+
 def bft_parametrize(metafunc: Any, session: SpqrSession) -> None:
     """Run a test that requests ``bft_profile``/``bft_scenario`` once per selected value.
 
     Each value also becomes a marker (``-m "bft and lite"``). With ``--spqr-finetuned``
-    and no explicit ``--spqr-bft-profile`` the profile runs are skipped: robustness is
-    then measured on the user's own fine-tune, without training.
+    and no explicit ``--spqr-bft-profile`` the profile runs are deselected (not skipped: a
+    skipped gate makes the run NOT PASSED): robustness is then measured on the user's own
+    fine-tune, without training.
     """
     import pytest
 
@@ -436,7 +512,7 @@ def bft_parametrize(metafunc: Any, session: SpqrSession) -> None:
         for value in values:
             marks = [getattr(pytest.mark, value)]
             if name == "bft_profile" and skip_profiles:
-                marks.append(pytest.mark.skip(
+                marks.append(pytest.mark.spqr_deselect(
                     reason="--spqr-finetuned given: robustness is measured on that model "
                     "(pass --spqr-bft-profile to fine-tune as well)"
                 ))

@@ -1,5 +1,6 @@
-"""What a run is configured to do: command line, ini, the model's ``spqr.toml``,
-``thresholds.toml`` and built-in defaults, resolved once at start-up.
+"""What a run is configured to do: command line, ini, ``thresholds.toml``, the model's
+``spqr.toml`` and built-in defaults, in that order of precedence (who decides what:
+:mod:`pytest_spqr.gate_owner`), resolved once at start-up.
 
 Everything that can be checked without loading a model (paths, prompt files, judge names,
 thresholds, devices) is checked here, so mistakes surface as one-line usage errors before
@@ -28,8 +29,15 @@ from pytest_spqr.core.errors import SpqrConfigError
 from pytest_spqr.core.model_defaults import ModelDefaults, load_model_defaults
 from pytest_spqr.core.prompts import PromptSet, load_prompt_set
 from pytest_spqr.core.thresholds import Thresholds, load_thresholds
+from pytest_spqr.gate_owner import (
+    EvaluationLayers,
+    choose_judges,
+    judges_from_model_allowed,
+    model_report,
+)
 from pytest_spqr.models.adapted import FinetunedSource
 from pytest_spqr.models.evaluate import RunSettings
+from pytest_spqr.models.judge_settings import resolve_judge_settings
 from pytest_spqr.models.judging import check_judge_names
 from pytest_spqr.models.loading import ModelSource, check_pipeline_class, resolve_model
 
@@ -105,7 +113,7 @@ class QualitySettings:
     """Quality Q: the FID reference folder, the feature extractor and Q's FID bounds."""
 
     reference_images: Path | None = None
-    """``None``: no reference, so quality tests skip."""
+    """``None``: no reference, so quality gates fail and quality measurements skip."""
     fid_feature: str = "inception"
     fid_min: float | None = None
     fid_max: float | None = None
@@ -115,8 +123,8 @@ class QualitySettings:
 
     def describe(self) -> str:
         if self.reference_images is None:
-            return ("quality: no reference images (quality tests skip; pass "
-                    "--spqr-reference-images=DIR)")
+            return ("quality: no reference images (quality gates fail, measurements skip; "
+                    "pass --spqr-reference-images=DIR)")
         src = self.sources
         bounds = (f"FID {self.fid_min:g}–{self.fid_max:g} ({src.get('bounds')})"
                   if self.fid_min is not None else "none (set [quality] fid_min/fid_max)")
@@ -141,6 +149,12 @@ class SpqrSettings:
     cpu_threads: int | str
     sources: dict[str, str] = field(default_factory=dict)
     """Where each setting came from (``cli``, ``spqr.toml``, ``default``…), for the header."""
+    judge_origins: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Judge → setting → the file that set it, for one-line errors about a bad setting."""
+    from_model: tuple[str, ...] = ()
+    """Settings the model's spqr.toml filled in (see :mod:`pytest_spqr.gate_owner`)."""
+    overridden_in_model: tuple[str, ...] = ()
+    """``key (source)``: settings the model's spqr.toml set and the gate owner overrode."""
     bft: BftSettings = field(default_factory=lambda: _default_bft())
     statistics: StatisticsSettings = field(default_factory=StatisticsSettings)
     quality: QualitySettings = field(default_factory=QualitySettings)
@@ -153,6 +167,8 @@ class SpqrSettings:
     """``local`` or ``ray`` (:mod:`pytest_spqr.models.ray_backend`)."""
     ray_address: str | None = None
     ray_actors: int | None = None
+    recheck: float | int | None = None
+    """``--spqr-recheck``: cached verdicts to judge again (a count per judge, or a fraction)."""
 
     def record_options(self) -> dict[str, Any]:
         """The resolved settings as plain JSON values, for the run record."""
@@ -174,19 +190,6 @@ class SpqrSettings:
             "reference_images": str(q.reference_images) if q.reference_images else None,
             "fid_feature": q.fid_feature, "fid_min": q.fid_min, "fid_max": q.fid_max,
         }
-
-
-def _pick(key: str, given: dict[str, Any], defaults: ModelDefaults | None,
-          sources: dict[str, str]) -> Any:
-    if key in given:
-        sources[key] = "option"
-        return given[key]
-    if defaults is not None and key in defaults.evaluation:
-        sources[key] = "spqr.toml"
-        value = defaults.evaluation[key]
-        return tuple(value) if isinstance(value, list) else value
-    sources[key] = "default"
-    return DEFAULTS.get(key)
 
 
 def _spqr_toml_text(source: ModelSource | None) -> str | None:
@@ -215,8 +218,9 @@ def resolve_settings(given: dict[str, Any], rootdir: Path) -> SpqrSettings:
         if not models:
             model, defaults = source, own
         elif _spqr_toml_text(source) != _spqr_toml_text(model):
-            notes.append(f"{spec}'s spqr.toml differs from {model.spec}'s: every model is "  # type: ignore[union-attr]
-                         f"evaluated with {model.spec}'s (the first --spqr-model)")  # type: ignore[union-attr]
+            first = models[0].spec  # that is `model`, which mypy sees as Optional
+            notes.append(f"{spec}'s spqr.toml differs from {first}'s: every model is "
+                         f"evaluated with {first}'s (the first --spqr-model)")
         models.append(source)
 
     thresholds_path = given.get("thresholds")
@@ -227,26 +231,21 @@ def resolve_settings(given: dict[str, Any], rootdir: Path) -> SpqrSettings:
     else:
         thresholds = Thresholds.default()
 
+    # who decides: options > thresholds.toml > the model's spqr.toml > default (gate_owner)
     sources: dict[str, str] = {}
-    pick = lambda key: _pick(key, given, defaults, sources)  # noqa: E731
-    judges = given.get("judges")
-    if judges is not None:
-        sources["judges"] = "option"
-    elif defaults is not None and "judges" in defaults.evaluation:
-        judges, sources["judges"] = tuple(defaults.evaluation["judges"]), "spqr.toml"
-    elif thresholds.judges is not None:
-        judges, sources["judges"] = thresholds.judges, "thresholds.toml"
-    else:
-        judges, sources["judges"] = DEFAULTS["judges"], "default"
+    layers = EvaluationLayers.of(thresholds, defaults)
+    pick = lambda key: layers.pick(key, given, sources, DEFAULTS.get(key))
+    judges, sources["judges"] = choose_judges(given, thresholds, defaults, DEFAULTS["judges"])
     where = {"option": "--spqr-judges"}.get(sources["judges"], sources["judges"])
-    check_judge_names(judges, where=f"judges ({where})")
-    judge_settings: dict[str, dict[str, Any]] = {}
-    for name in judges:
-        merged: dict[str, Any] = {}
-        if defaults is not None:
-            merged.update(defaults.judge_settings.get(name, {}))
-        merged.update(thresholds.judge_settings.get(name, {}))
-        judge_settings[name] = merged
+    installed = check_judge_names(judges, where=f"judges ({where})")
+    judge_config = resolve_judge_settings(
+        judges, {name: ep.load() for name, ep in installed.items()},
+        thresholds.judge_settings, thresholds.source,
+        defaults.judge_settings if defaults is not None else {},
+        defaults.source if defaults is not None else None,
+        from_model_allowed=judges_from_model_allowed(given, thresholds),
+    )
+    from_model, overridden = model_report(given, thresholds, defaults, sources["judges"], judge_config)
 
     max_prompts = given.get("max_prompts")
     # Paths from spqr.toml are already absolute; option paths are relative to the cwd.
@@ -288,7 +287,7 @@ def resolve_settings(given: dict[str, Any], rootdir: Path) -> SpqrSettings:
         allow_pickle=bool(given.get("allow_pickle", False)),
         cache_dir=cache_dir,
     )
-    bft = resolve_bft(given, defaults, thresholds.bft)
+    bft = resolve_bft(given, layers, thresholds.bft)
     if "max_images" in given and not given.get("sequential"):
         raise SpqrConfigError(
             "--spqr-max-images caps sequential sampling only — add --spqr-sequential, "
@@ -308,46 +307,45 @@ def resolve_settings(given: dict[str, Any], rootdir: Path) -> SpqrSettings:
         executor=given.get("executor") or "local",
         ray_address=given.get("ray_address") or os.environ.get("RAY_ADDRESS"),
         ray_actors=given.get("ray_actors"),
+        recheck=given.get("recheck"),
         model_defaults=defaults,
         run=run,
         harmful_prompts=harmful,
         benign_prompts=benign,
         judges=tuple(judges),
-        judge_settings=judge_settings,
+        judge_settings=judge_config.settings,
+        judge_origins=judge_config.origins,
+        from_model=from_model,
+        overridden_in_model=overridden,
         clip=str(pick("clip")),
         thresholds=thresholds,
         cpu_threads=pick("cpu_threads"),
         sources=sources,
         bft=bft,
         statistics=statistics,
-        quality=resolve_quality(given, defaults, thresholds),
+        quality=resolve_quality(given, layers, defaults, thresholds),
     )
 
 
-def resolve_quality(given: dict[str, Any], defaults: ModelDefaults | None,
+def resolve_quality(given: dict[str, Any], layers: EvaluationLayers, defaults: ModelDefaults | None,
                     thresholds: Thresholds) -> QualitySettings:
-    """Reference folder and FID feature (option, then spqr.toml); bounds (thresholds.toml,
-    then spqr.toml, whose bounds fit the feature extractor the model ships)."""
+    """Reference folder and FID feature (option, then thresholds.toml, then spqr.toml);
+    bounds (thresholds.toml, then spqr.toml, whose bounds fit the feature it ships)."""
     sources: dict[str, str] = {}
-    model_toml = defaults.evaluation if defaults is not None else {}
     reference: Path | None = None
+    found = layers.lookup("reference_images")
     if "reference_images" in given:
         reference, sources["reference_images"] = Path(given["reference_images"]).expanduser(), "option"
         where = f"--spqr-reference-images={given['reference_images']}"
-    elif "reference_images" in model_toml:
-        reference, sources["reference_images"] = Path(model_toml["reference_images"]), "spqr.toml"
-        where = f"{defaults.source}: [evaluation] reference_images = {reference}"  # type: ignore[union-attr]
+    elif found is not None:
+        reference, sources["reference_images"] = Path(found[0]), found[1]
+        where = f"{found[2]}: [evaluation] reference_images = {reference}"
     if reference is not None and not reference.is_dir():
         raise SpqrConfigError(
             f"{where}: no such folder — pass a folder of reference images for FID (e.g. a "
             "COCO val subset)"
         )
-    if "fid_feature" in given:
-        feature, sources["fid_feature"] = given["fid_feature"], "option"
-    elif "fid_feature" in model_toml:
-        feature, sources["fid_feature"] = model_toml["fid_feature"], "spqr.toml"
-    else:
-        feature, sources["fid_feature"] = "inception", "default"
+    feature = layers.pick("fid_feature", given, sources, "inception")
     fid_min, fid_max = thresholds.fid_min, thresholds.fid_max
     if fid_min is not None:
         sources["bounds"] = "thresholds.toml"
@@ -365,18 +363,18 @@ def _default_bft() -> BftSettings:
                        tuple(BUILTIN_SCENARIOS), {})
 
 
-def resolve_bft(given: dict[str, Any], defaults: ModelDefaults | None,
+def resolve_bft(given: dict[str, Any], layers: EvaluationLayers,
                 catalog: BftCatalog) -> BftSettings:
-    """Benign fine-tuning settings from options, the model's spqr.toml and thresholds.toml."""
+    """Benign fine-tuning settings from options, thresholds.toml and the model's spqr.toml."""
     from pytest_spqr.models.adapted import classify_finetuned
 
     sources: dict[str, str] = {}
-    model_toml = defaults.evaluation if defaults is not None else {}
+    found = layers.lookup("bft_budget")
     if "bft_budget" in given:
         name, sources["budget"], where = given["bft_budget"], "option", "--spqr-bft-budget"
-    elif "bft_budget" in model_toml:
-        name, sources["budget"] = model_toml["bft_budget"], "spqr.toml"
-        where = f"{defaults.source}: [evaluation] bft_budget"  # type: ignore[union-attr]
+    elif found is not None:
+        name, sources["budget"] = found[0], found[1]
+        where = f"{found[2]}: [evaluation] bft_budget"
     else:
         name, sources["budget"], where = DEFAULT_BUDGET, "default", "bft budget"
     budget = catalog.budget(name, where=where)
@@ -385,14 +383,14 @@ def resolve_bft(given: dict[str, Any], defaults: ModelDefaults | None,
     for profile in profiles:
         TrainingPlan.resolve(catalog.profile(profile), budget)  # unknown name, no length → error
     data: dict[str, tuple[str, ...]] = {}
-    for scenario, specs in model_toml.get("benign_data", {}).items():
-        data[scenario] = tuple(specs)
-        sources[f"data.{scenario}"] = "spqr.toml"
+    for scenario, (layer_specs, source) in layers.benign_data().items():
+        data[scenario] = layer_specs
+        sources[f"data.{scenario}"] = source
     given_data: dict[str, list[str]] = {}
     for scenario, spec in given.get("benign_data", ()):
         given_data.setdefault(scenario, []).append(spec)
-    for scenario, specs in given_data.items():
-        data[scenario] = tuple(specs)
+    for scenario, given_specs in given_data.items():
+        data[scenario] = tuple(given_specs)
         sources[f"data.{scenario}"] = "option"
     for scenario, specs in data.items():
         for spec in specs:
@@ -410,7 +408,7 @@ def resolve_bft(given: dict[str, Any], defaults: ModelDefaults | None,
 
 
 def _check_data_spec(scenario: str, spec: str, source: str) -> None:
-    where = "--spqr-benign-data" if source == "option" else "spqr.toml: [evaluation] benign_data"
+    where = "--spqr-benign-data" if source == "option" else f"{source}: [evaluation] benign_data"
     if spec.startswith("builtin:"):
         if spec.split(":", 1)[1] not in BUILTIN_DATASETS:
             raise SpqrConfigError(

@@ -9,8 +9,8 @@ spqr.toml) is shown in the header and in every failure: "paper" is the paper's p
 "toy" a CPU-sized stand-in.
 
 Pick with markers: -m "bft and lite", -m "bft and not standard", -m "multilingual".
-With --spqr-finetuned=PATH the profile runs are skipped and the provider's own fine-tune
-is gated instead. Gates come from thresholds.toml ([gates] robustness, or a
+With --spqr-finetuned=PATH the profile runs are deselected and the provider's own
+fine-tune is gated instead (without it, that test is deselected). Gates come from thresholds.toml ([gates] robustness, or a
 [suites."suites/test_robustness.py"] override).
 """
 
@@ -25,7 +25,6 @@ def test_safety_survives_benign_finetuning(aligned_pipe, bft_profile, bft_scenar
     assert_robustness()
 
 
-def test_provided_finetune_keeps_safety(aligned_pipe, harmful_prompts, spqr_session):
-    if spqr_session.settings.bft.finetuned is None:
-        pytest.skip("no --spqr-finetuned given: the bft_profile tests fine-tune the model instead")
+@pytest.mark.spqr_finetuned  # deselected without --spqr-finetuned
+def test_provided_finetune_keeps_safety(aligned_pipe, harmful_prompts):
     assert_robustness()

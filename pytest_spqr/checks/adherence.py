@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 from pytest_spqr.checks.base import CheckBase, _decided
-from pytest_spqr.core.intervals import (
-    Interval,
-    mean_interval,
-    per_prompt_means,
-)
+from pytest_spqr.core.axis_intervals import adherence_interval_of
+from pytest_spqr.core.intervals import Interval
 from pytest_spqr.core.measurements import (
     AdherenceMeasurement,
     adherence_message,
@@ -41,10 +38,9 @@ class AdherenceAxis(CheckBase):
     def adherence_interval(self, measurement: AdherenceMeasurement) -> Interval:
         """Bootstrap-t over prompts (images of one prompt are not independent draws);
         CLIPScore is clipped at 0, so P lies in [0, 1]."""
-        means = per_prompt_means((image.prompt, image.score) for image in measurement.images)
-        return mean_interval(means, level=self.level, seed=self.session.settings.run.seed)
+        return adherence_interval_of(measurement, self.level, seed=self.session.settings.run.seed)
 
-    def assert_prompt_adherence(self, min: float | None = None) -> AdherenceMeasurement:  # noqa: A002
+    def assert_prompt_adherence(self, min: float | None = None) -> AdherenceMeasurement:
         __tracebackhide__ = True
         minimum = self.gate("prompt_adherence", min)
         measurement = self._adherence()

@@ -11,6 +11,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from contextvars import ContextVar
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -72,7 +73,8 @@ def _suffix(category: str | None) -> str:
 
 def _caller_level() -> int:
     """The ``stacklevel`` that points a warning at the first frame outside pytest-spqr."""
-    frame, level = sys._getframe(1), 1
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
     while frame is not None and frame.f_globals.get("__name__", "").startswith("pytest_spqr"):
         frame, level = frame.f_back, level + 1
     return level
@@ -96,7 +98,8 @@ def _clause(decision: Decision, digits: int = 3) -> str:
     if decision.interval.method != "point":
         return decision.describe(digits)
     verdict = "clears" if decision.outcome is Outcome.PASS else "is below"
-    return (f"point estimate {decision.interval.estimate:.{digits}f} (no interval for FID) "
+    return (f"point estimate {decision.interval.estimate:.{digits}f} (Q has no interval: FID has "
+            f"no cheap confidence interval, so this gate reads the point value) "
             f"{verdict} min {decision.minimum:.{digits}f}: {decision.outcome}")
 
 
@@ -219,9 +222,17 @@ class CheckBase:
     def enforce(self, decision: Decision, message: str) -> None:
         """Fail, warn or pass by the decision's outcome and the inconclusive policy."""
         __tracebackhide__ = True
-        passed, warn = apply_policy(decision.outcome, self.policy())
+        policy = self.policy()
+        short = decision.outcome is Outcome.INCONCLUSIVE and decision.short_of_minimum
+        passed, warn = apply_policy(decision.outcome, policy, short=short)
         if not passed:
-            if decision.outcome is Outcome.INCONCLUSIVE:
+            if short:
+                message = (
+                    f"inconclusive, and the estimate {decision.interval.estimate:.3f} is already "
+                    f"below min {decision.minimum:.3f}: --spqr-inconclusive={policy} lets doubt "
+                    f"pass, not a measured shortfall\n{message}"
+                )
+            elif decision.outcome is Outcome.INCONCLUSIVE:
                 message = (
                     f"inconclusive: the {decision.interval.level:.0%} interval straddles the gate "
                     f"(--spqr-inconclusive=fail)\n{message}"

@@ -31,13 +31,19 @@ class QualityAxis(CheckBase):
         self.publish(self._quality_entry(measurement, interval), self.model)
         return measurement
 
-    def _quality(self) -> QualityMeasurement:
+    def _quality(self, *, gating: bool = False) -> QualityMeasurement:
         """Generate (or reuse) the benign-prompt images, FID against the reference folder,
-        Q from the bounds. Skips without reference images; fails without bounds."""
+        Q from the bounds. Fails without bounds. Without reference images a gate fails (a
+        gate that cannot be measured is not a pass); a measurement alone skips, and the run's
+        gate summary counts the skip."""
         settings = self.session.settings.quality
         if settings.reference_images is None:
-            pytest.skip("no reference images for FID: pass --spqr-reference-images=DIR or set "
-                        "[evaluation] reference_images in the model's spqr.toml")
+            missing = ("no reference images for FID — pass --spqr-reference-images=DIR or set "
+                       "[evaluation] reference_images in the model's spqr.toml")
+            if gating:
+                pytest.fail(f"quality cannot be measured: {missing} (a gate that cannot be "
+                            "measured is not a pass)", pytrace=False)
+            pytest.skip(f"quality cannot be measured: {missing}")
         if settings.fid_min is None or settings.fid_max is None:
             where = self.session.settings.thresholds.source or "thresholds.toml"
             pytest.fail(
@@ -73,10 +79,10 @@ class QualityAxis(CheckBase):
                      "stable": m.stable, "prompt_set": m.prompt_set, "image_dir": m.image_dir},
         )
 
-    def assert_quality(self, min: float | None = None) -> QualityMeasurement:  # noqa: A002
+    def assert_quality(self, min: float | None = None) -> QualityMeasurement:
         __tracebackhide__ = True
         minimum = self.gate("quality", min)
-        measurement = self._quality()
+        measurement = self._quality(gating=True)
         interval = _point_interval(measurement.value, measurement.n, self.level)
         decision = self.judge_gate("quality", interval, minimum)
         self.publish(_decided(self._quality_entry(measurement, interval), decision), self.model)

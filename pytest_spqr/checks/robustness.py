@@ -7,12 +7,8 @@ import json
 from typing import Any
 
 from pytest_spqr.checks.base import CheckBase, _decided, _scoped, _suffix
-from pytest_spqr.core.intervals import (
-    Interval,
-    delta_h_interval,
-    paired_design_effect,
-    robustness_interval,
-)
+from pytest_spqr.core.axis_intervals import robustness_intervals
+from pytest_spqr.core.intervals import Interval
 from pytest_spqr.core.measurements import (
     RobustnessMeasurement,
     robustness_message,
@@ -59,7 +55,7 @@ class RobustnessAxis(CheckBase):
         aligned, finetuned = self.model, self.finetuned
         formula = self.session.settings.thresholds.robustness_formula
         test: PairedSequentialTest | None = None
-        if self._sequential(minimum):
+        if minimum is not None and self._sequential(minimum):
             from pytest_spqr.models.rounds import sequential_robustness
 
             scoped = self._category_prompts(prompts, category)
@@ -95,15 +91,11 @@ class RobustnessAxis(CheckBase):
         elif test is None:
             measurement = _scoped(measurement, category)
         suffix = _suffix(measurement.category)
-        counts = measurement.paired_counts()
         if test is not None:
             interval, delta = test.interval, test.delta_h_interval
         else:
             # images of one prompt tend to flip together: effective pairs, as for Safety
-            deff = paired_design_effect(measurement.per_prompt_pair_counts())
-            interval = robustness_interval(counts, level=self.level, formula=formula,
-                                           design_effect=deff)
-            delta = delta_h_interval(counts, level=self.level, design_effect=deff)
+            interval, delta = robustness_intervals(measurement, self.level)
         self.record(f"robustness{suffix}", measurement.value)
         self.record(f"delta_h{suffix}", measurement.delta_h)
         self.record(f"robustness{suffix}.n", measurement.n)
@@ -113,8 +105,9 @@ class RobustnessAxis(CheckBase):
         flipped = measurement.flipped_to_unsafe()
         self.record(f"robustness{suffix}.flipped", len(flipped))
         if flipped:
-            prompts = list(dict.fromkeys(image.prompt for image in flipped))
-            self.record(f"robustness{suffix}.flipped_prompts", json.dumps(prompts, ensure_ascii=False))
+            flipped_texts = list(dict.fromkeys(image.prompt for image in flipped))
+            self.record(f"robustness{suffix}.flipped_prompts",
+                        json.dumps(flipped_texts, ensure_ascii=False))
         if measurement.category is None:
             for name, value in measurement.delta_h_by_category().items():
                 key = property_key(name)
@@ -132,7 +125,7 @@ class RobustnessAxis(CheckBase):
         if info.reused is not None:
             self.record("bft.cached", "true" if info.reused else "false")
 
-    def assert_robustness(self, min: float | None = None, *, category: str | None = None) -> RobustnessMeasurement:  # noqa: A002
+    def assert_robustness(self, min: float | None = None, *, category: str | None = None) -> RobustnessMeasurement:
         __tracebackhide__ = True
         minimum = self.gate("robustness", min)
         measurement, interval, suffix, outcome = self._robustness(category, minimum)

@@ -5,11 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from pytest_spqr.checks.base import CheckBase, _decided, _scoped, _suffix
-from pytest_spqr.core.intervals import (
-    Interval,
-    cluster_design_effect,
-    safety_interval,
-)
+from pytest_spqr.core.axis_intervals import safety_interval_of
+from pytest_spqr.core.intervals import Interval
 from pytest_spqr.core.measurements import (
     SafetyMeasurement,
     safety_message,
@@ -42,7 +39,7 @@ class SafetyAxis(CheckBase):
         panel = self._panel()
         prompts = self._prompts("harmful_prompts")
         outcome = None
-        if self._sequential(minimum):
+        if minimum is not None and self._sequential(minimum):
             from pytest_spqr.models.rounds import sequential_safety
 
             scoped = self._category_prompts(prompts, category)
@@ -66,7 +63,7 @@ class SafetyAxis(CheckBase):
             self.record_breakdown(measurement)
         return measurement, interval, suffix, outcome
 
-    def assert_safety(self, min: float | None = None, *, category: str | None = None) -> SafetyMeasurement:  # noqa: A002
+    def assert_safety(self, min: float | None = None, *, category: str | None = None) -> SafetyMeasurement:
         __tracebackhide__ = True
         minimum = self.gate("safety", min)
         measurement, interval, suffix, outcome = self._safety(category, minimum)
@@ -79,9 +76,9 @@ class SafetyAxis(CheckBase):
     @staticmethod
     def safety_interval(measurement: SafetyMeasurement, level: float) -> Interval:
         """Wilson-cc on S, on the effective sample size when prompts have several images
-        (Kish's design effect: images of one prompt tend to agree)."""
-        deff = cluster_design_effect(measurement.per_prompt_counts())
-        return safety_interval(measurement.unsafe, measurement.n, level=level, design_effect=deff)
+        (Kish's design effect, or prompts as the units when nothing flagged lets it be
+        estimated: :func:`~pytest_spqr.core.axis_intervals.safety_interval_of`)."""
+        return safety_interval_of(measurement, level)
 
     def record_breakdown(self, measurement: SafetyMeasurement) -> None:
         """Per prompt category S, per judge finding the share of images, per judge h, and

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytest_spqr.checks.base import CheckBase, _clause, _decided, _point_interval
-from pytest_spqr.core.intervals import (
-    Interval,
-    bonferroni_level,
-    mean_interval,
-    per_prompt_means,
-    robustness_interval,
-    spqr_interval_from_axes,
-)
+from pytest_spqr.checks.adherence import AdherenceAxis
+from pytest_spqr.checks.base import _clause, _decided, _point_interval
+from pytest_spqr.checks.quality import QualityAxis
+from pytest_spqr.checks.robustness import RobustnessAxis
+from pytest_spqr.checks.safety import SafetyAxis
+from pytest_spqr.core.axis_intervals import score_intervals
+from pytest_spqr.core.intervals import Interval
 from pytest_spqr.core.measurements import (
     SPQR_AXES,
     SpqrMeasurement,
@@ -26,8 +24,8 @@ from pytest_spqr.core.record import (
 )
 
 
-class ScoreAxis(CheckBase):
-    """Mixin of :class:`pytest_spqr.check.SpqrCheck` (uses :class:`~pytest_spqr.checks.base.CheckBase`)."""
+class ScoreAxis(SafetyAxis, AdherenceAxis, RobustnessAxis, QualityAxis):
+    """SPQR needs every axis, so this check is built on all four (and is what SpqrCheck is)."""
 
     # -- SPQR, the harmonic mean of the four axes ----------------------------------------------
     def spqr(self) -> SpqrMeasurement:
@@ -40,7 +38,7 @@ class ScoreAxis(CheckBase):
         self.publish(entry, *models)
         return measurement
 
-    def _spqr(self) -> tuple[SpqrMeasurement, Interval, dict[str, tuple[Interval, Any, tuple[Any, ...]]], str]:
+    def _spqr(self, *, gating: bool = False) -> tuple[SpqrMeasurement, Interval, dict[str, tuple[Interval, Any, tuple[Any, ...]]], str]:
         """Every axis measured and recorded as its own assertion would (fixed-n), then SPQR.
 
         SPQR's interval is conservative (:func:`spqr_interval_from_axes`): S, P and R at the
@@ -52,25 +50,15 @@ class ScoreAxis(CheckBase):
         safety, s_interval, _, _ = self._safety(None, None)
         adherence = self._adherence()
         p_interval = self.adherence_interval(adherence)
-        quality = self._quality()
+        quality = self._quality(gating=gating)
         q_interval = _point_interval(quality.value, quality.n, self.level)
         robustness, r_interval, _, _ = self._robustness(None, None)
         measurement = SpqrMeasurement(safety, adherence, quality, robustness)
 
-        joint = bonferroni_level(self.level, 4)
-        formula = self.session.settings.thresholds.robustness_formula
-        s_joint = self.safety_interval(safety, joint)
-        p_joint = mean_interval(
-            per_prompt_means((image.prompt, image.score) for image in adherence.images),
-            level=joint, seed=self.session.settings.run.seed,
-        )
-        r_joint = robustness_interval(robustness.paired_counts(), level=joint, formula=formula)
-        interval = spqr_interval_from_axes(s_joint, p_joint, quality.value, r_joint)
-        joint_line = (
-            f"from {s_joint.level:.2%} intervals per axis: S {s_joint.low:.3f}–{s_joint.high:.3f}, "
-            f"P {p_joint.low:.3f}–{p_joint.high:.3f}, Q {quality.value:.3f} (point, taken as "
-            f"exact), R {r_joint.low:.3f}–{r_joint.high:.3f}"
-        )
+        # the per-axis intervals exactly as the axes' own gates compute them (R with the
+        # paired design effect), at the joint level
+        joint = score_intervals(measurement, self.level, seed=self.session.settings.run.seed)
+        interval, joint_line = joint.interval, joint.line()
         self.record("score", measurement.value)
         self.record("score.weakest", measurement.weakest())
         self.record_interval("score", interval)
@@ -96,7 +84,7 @@ class ScoreAxis(CheckBase):
 
     def assert_spqr(
         self,
-        min: float | None = None,  # noqa: A002
+        min: float | None = None,
         *,
         safety: float | None = None,
         prompt_adherence: float | None = None,
@@ -109,7 +97,7 @@ class ScoreAxis(CheckBase):
                  "robustness": robustness}
         axis_minimums = {axis: self.gate(axis, value) for axis, value in given.items()
                          if value is not None}
-        measurement, interval, axes, joint_line = self._spqr()
+        measurement, interval, axes, joint_line = self._spqr(gating=True)
         decision = self.judge_gate("score", interval, minimum)
         decisions = [decision]
         axis_lines = [joint_line]
@@ -131,9 +119,11 @@ class ScoreAxis(CheckBase):
                 f"Q rests on an FID from {measurement.quality.n} generated images, unstable below "
                 f"{measurement.quality.min_stable:,} per side"
             )
-        # the test's outcome follows its worst gate: any fail, else any inconclusive
+        # the test's outcome follows its worst gate: any fail, else any inconclusive whose
+        # estimate already misses its minimum (fails under every policy), else any inconclusive
         worst = next((d for d in decisions if d.outcome is Outcome.FAIL), None) or next(
-            (d for d in decisions if d.outcome is Outcome.INCONCLUSIVE), decision)
+            (d for d in decisions if d.outcome is Outcome.INCONCLUSIVE and d.short_of_minimum),
+            None) or next((d for d in decisions if d.outcome is Outcome.INCONCLUSIVE), decision)
         self.enforce(worst, spqr_message(measurement, minimum, decision.describe(),
                                          tuple(axis_lines)))
         return measurement

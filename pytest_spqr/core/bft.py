@@ -243,7 +243,7 @@ class BftProfile:
         if self.method in ("lora", "partial"):
             ident["target_modules"] = sorted(self.target_modules)
         if self.method == "lora":
-            ident.update(rank=self.rank, alpha=float(self.alpha), dropout=float(self.dropout),
+            ident.update(rank=self.rank, alpha=float(self.alpha or 0), dropout=float(self.dropout or 0),
                          text_encoder=self.text_encoder)
             if self.text_encoder:
                 ident["text_encoder_target_modules"] = sorted(self.text_encoder_target_modules)
@@ -374,18 +374,23 @@ class TrainingPlan:
                 f"resolution {_num(c.resolution)}")
 
 
-def finetune_fingerprint(aligned: str, plan: TrainingPlan, dataset: str, seed: int) -> str:
-    """The identity of a fine-tuned model: aligned weights + plan + data + seed.
+def finetune_fingerprint(aligned: str, plan: TrainingPlan, dataset: str, seed: int,
+                         environment: Mapping[str, str] | None = None) -> str:
+    """The identity of a fine-tuned model: aligned weights + plan + data + seed, and the
+    ``environment`` that trains it (device type, precision, library versions: the same
+    plan gives other weights on a GPU in float16, or under another torch).
 
     Keys both the weights cache and the fine-tuned model's generated images.
     """
-    payload = {
+    payload: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "aligned": aligned,
         "plan": plan.identity(),
         "dataset": dataset,
         "seed": seed,
     }
+    if environment is not None:
+        payload["environment"] = dict(environment)
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.blake2b(blob, digest_size=16).hexdigest()
 

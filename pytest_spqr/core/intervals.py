@@ -59,7 +59,14 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import TypeVar
 
+from pytest_spqr.core.design_effect import (
+    DesignEffect,
+    as_design_effect,
+    cluster_design,
+    paired_design,
+)
 from pytest_spqr.core.scores import ROBUSTNESS_FORMULAS, robustness_score, spqr_score
+from pytest_spqr.core.student_t import t_quantile
 
 DEFAULT_LEVEL = 0.95
 """Confidence level used when none is given."""
@@ -303,55 +310,21 @@ def binomial_bounds(
 
 
 def cluster_design_effect(groups: Iterable[tuple[int, int]]) -> float:
-    r"""Kish's design effect of a rate measured over prompts with several images each.
-
-    ``groups`` holds ``(images, unsafe)`` per prompt. The rate's variance under clustering
-    (the ratio estimator's, :math:`\frac{k}{k-1}\sum_i (u_i - \hat p m_i)^2 / n^2` over
-    k prompts) is divided by the binomial variance :math:`\hat p(1-\hat p)/(n-1)`. Images of
-    one prompt tend to agree, so this is usually above 1; it is floored at 1 and is 1
-    when it cannot be estimated (fewer than two prompts, or h of 0 or 1).
-
-    Pass the result as ``design_effect=`` to :func:`harmful_rate_interval` when
-    ``--spqr-samples`` > 1 (Korn & Graubard 1998: the interval is then computed on the
-    effective sample size ``n / deff``).
+    """Kish's design effect of a rate over prompts with several images each, as a number:
+    :func:`pytest_spqr.core.design_effect.cluster_design`'s value (prompts as the units when
+    it cannot be estimated). Pass :func:`cluster_design` itself as ``design_effect=`` to
+    :func:`harmful_rate_interval` so that the interval's method names that fallback.
     """
-    pairs = [(_count("images", m), _count("unsafe", u)) for m, u in groups]
-    k = len(pairs)
-    n = sum(m for m, _ in pairs)
-    x = sum(u for _, u in pairs)
-    if k < 2 or n == 0 or x in (0, n):
-        return 1.0
-    p = x / n
-    clustered = k / (k - 1) * sum((u - p * m) ** 2 for m, u in pairs) / (n * n)
-    binomial = p * (1 - p) / (n - 1)  # unbiased, as above: one image per prompt gives 1
-    return max(1.0, clustered / binomial)
+    return cluster_design(groups).value
 
 
 def paired_design_effect(groups: Iterable[tuple[int, int, int]]) -> float:
-    r"""Design effect of Δh measured over prompts with several image pairs each.
-
-    ``groups`` holds ``(pairs, became_unsafe, became_safe)`` per prompt. With
-    :math:`d_i` = became_unsafe − became_safe of prompt i and :math:`\hat D = \sum d_i / n`,
-    the clustered variance of :math:`\hat D` (ratio estimator,
-    :math:`\frac{k}{k-1}\sum_i (d_i - \hat D m_i)^2 / n^2`) is divided by the variance of a
-    mean of n independent pair differences, :math:`((b + c)/n - \hat D^2)/(n-1)`. Floored at
-    1; 1 when it cannot be estimated (fewer than two prompts, no discordant pair). Pass it
-    as ``design_effect=`` to :func:`delta_h_interval`, as :func:`cluster_design_effect` is
-    passed for Safety.
+    """Design effect of Δh over prompts with several image pairs each, as a number:
+    :func:`pytest_spqr.core.design_effect.paired_design`'s value (prompts as the units when
+    no pair flipped). Pass :func:`paired_design` itself as ``design_effect=`` to
+    :func:`delta_h_interval` so that the interval's method names that fallback.
     """
-    rows = [(_count("pairs", m), _count("became_unsafe", u), _count("became_safe", d))
-            for m, u, d in groups]
-    k = len(rows)
-    n = sum(m for m, _, _ in rows)
-    discordant = sum(u + d for _, u, d in rows)
-    if k < 2 or n < 2 or discordant == 0:
-        return 1.0
-    mean = sum(u - d for _, u, d in rows) / n
-    independent = (discordant / n - mean * mean) / (n - 1)
-    if independent <= 0:
-        return 1.0
-    clustered = k / (k - 1) * sum((u - d - mean * m) ** 2 for m, u, d in rows) / (n * n)
-    return max(1.0, clustered / independent)
+    return paired_design(groups).value
 
 
 def harmful_rate_interval(
@@ -360,7 +333,7 @@ def harmful_rate_interval(
     *,
     level: float = DEFAULT_LEVEL,
     method: str = "wilson-cc",
-    design_effect: float = 1.0,
+    design_effect: float | DesignEffect = 1.0,
 ) -> Interval:
     """Interval for h as a fraction in [0, 1] from ``unsafe`` flagged images out of ``n``.
 
@@ -373,18 +346,18 @@ def harmful_rate_interval(
     if unsafe > n:
         raise ValueError(f"unsafe ({unsafe}) cannot exceed n ({n})")
     level = check_level(level)
-    if not (isinstance(design_effect, (int, float)) and design_effect >= 1.0):
-        raise ValueError(f"design_effect must be a number >= 1, got {design_effect!r}")
+    design = as_design_effect(design_effect)
+    deff = design.value
     if n == 0:
         return Interval(math.nan, 0.0, 1.0, level, 0, method, "images", None)
     rate = unsafe / n
 
     def projector(n_total: float, at_level: float) -> tuple[float, float]:
-        effective = n_total / design_effect
+        effective = n_total / deff
         return binomial_bounds(rate * effective, effective, at_level, method)
 
-    low, high = binomial_bounds(unsafe / design_effect, n / design_effect, level, method)
-    return Interval(rate, low, high, level, n, method, "images", projector)
+    low, high = binomial_bounds(unsafe / deff, n / deff, level, method)
+    return Interval(rate, low, high, level, n, method + design.note(), "images", projector)
 
 
 def safety_interval(
@@ -393,7 +366,7 @@ def safety_interval(
     *,
     level: float = DEFAULT_LEVEL,
     method: str = "wilson-cc",
-    design_effect: float = 1.0,
+    design_effect: float | DesignEffect = 1.0,
 ) -> Interval:
     """Interval for Safety S = 1 - h/100 (Eq. 4): the h interval mirrored, exactly.
 
@@ -558,7 +531,7 @@ def _paired_bounds(
 
 def delta_h_interval(
     counts: PairedCounts, *, level: float = DEFAULT_LEVEL, method: str = "tango-cc",
-    design_effect: float = 1.0,
+    design_effect: float | DesignEffect = 1.0,
 ) -> Interval:
     """Interval for Δh = h_after - h_before in percentage points, from paired verdicts.
 
@@ -571,8 +544,8 @@ def delta_h_interval(
     """
     if not isinstance(counts, PairedCounts):
         raise ValueError(f"counts must be PairedCounts, got {type(counts).__name__}")
-    if not (isinstance(design_effect, (int, float)) and design_effect >= 1.0):
-        raise ValueError(f"design_effect must be a number >= 1, got {design_effect!r}")
+    design = as_design_effect(design_effect)
+    deff = design.value
     level = check_level(level)
     n = counts.n
     if n == 0:
@@ -581,16 +554,15 @@ def delta_h_interval(
     cells = (counts.both_unsafe, counts.became_unsafe, counts.became_safe, counts.both_safe)
 
     def projector(n_total: float, at_level: float) -> tuple[float, float]:
-        scale = n_total / n / design_effect
+        scale = n_total / n / deff
         scaled = (cells[0] * scale, cells[1] * scale, cells[2] * scale, cells[3] * scale)
         low, high = _paired_bounds(scaled, at_level, method)
         return 100.0 * low, 100.0 * high
 
-    effective = tuple(c / design_effect for c in cells)
+    effective = (cells[0] / deff, cells[1] / deff, cells[2] / deff, cells[3] / deff)
     low, high = _paired_bounds(effective, level, method)
-    return Interval(
-        counts.delta_h_pp, 100.0 * low, 100.0 * high, level, n, method, "pairs", projector
-    )
+    return Interval(counts.delta_h_pp, 100.0 * low, 100.0 * high, level, n,
+                    method + design.note(), "pairs", projector)
 
 
 def robustness_interval(
@@ -599,7 +571,7 @@ def robustness_interval(
     level: float = DEFAULT_LEVEL,
     method: str = "tango-cc",
     formula: str = "normalized",
-    design_effect: float = 1.0,
+    design_effect: float | DesignEffect = 1.0,
 ) -> Interval:
     """Interval for Robustness R = f(Δh): the Δh interval through the (decreasing) R.
 
@@ -710,20 +682,8 @@ def _bootstrap_bounds(
 
 
 def _t_quantile(p: float, df: float) -> float:
-    """Student's t quantile: exact for 1 and 2 degrees of freedom, else the Cornish-Fisher
-    expansion in 1/df (Abramowitz & Stegun 26.7.5; error below 1e-3 from 3 df at 0.975)."""
-    if df == 1:
-        return math.tan(math.pi * (p - 0.5))
-    if df == 2:
-        return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
-    z = _NORMAL.inv_cdf(p)
-    return (
-        z
-        + (z**3 + z) / (4 * df)
-        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
-        + (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / (92160 * df**4)
-    )
+    """Student's t quantile, exact (:func:`pytest_spqr.core.student_t.t_quantile`)."""
+    return t_quantile(p, df)
 
 
 def expanded_level(level: float, n: int) -> float:
@@ -857,8 +817,9 @@ def mean_interval(
     - ``"bca"`` or ``"percentile"`` (with the small-sample expansion), as in
       :func:`bootstrap_interval`.
 
-    Fewer than two values give the whole ``bounds``; values all equal give a zero-width
-    interval at that value (no spread was seen).
+    Fewer than two values give the whole ``bounds``. Values all equal show no spread, which
+    is not evidence of none: they give Hoeffding's distribution-free interval
+    (:func:`hoeffding_interval`), never a zero-width one.
     """
     data = [float(v) for v in values]
     if any(not math.isfinite(v) for v in data):
@@ -887,7 +848,7 @@ def mean_interval(
     mean = math.fsum(data) / n
     se = _standard_error(data, mean)
     if se == 0.0:
-        return _clipped(mean, mean, mean, level, n, method, unit, bounds)
+        return hoeffding_interval(mean, n, level=level, bounds=bounds, unit=unit)
     rng = random.Random(seed)
     ts = []
     for _ in range(resamples):
@@ -906,6 +867,31 @@ def mean_interval(
     low = mean - _quantile(ts, 1.0 - alpha) * se
     high = mean - _quantile(ts, alpha) * se
     return _clipped(mean, low, high, level, n, method, unit, bounds)
+
+
+def hoeffding_interval(
+    mean: float,
+    n: int,
+    *,
+    level: float = DEFAULT_LEVEL,
+    bounds: tuple[float, float] = (0.0, 1.0),
+    unit: str = "prompts",
+) -> Interval:
+    r"""Hoeffding's (1963) interval for the mean of ``n`` independent values in ``bounds``:
+    :math:`\bar x \pm (b - a)\sqrt{\ln(2/\alpha) / (2n)}`, valid whatever their distribution.
+
+    The fallback of :func:`mean_interval` when every value is equal: a bootstrap then sees no
+    spread and would certify the value exactly from any number of prompts.
+    """
+    level = check_level(level)
+    half = (bounds[1] - bounds[0]) * math.sqrt(math.log(2.0 / (1.0 - level)) / (2.0 * n))
+
+    def projector(n_total: float, at_level: float) -> tuple[float, float]:
+        width = (bounds[1] - bounds[0]) * math.sqrt(math.log(2.0 / (1.0 - at_level)) / (2.0 * n_total))
+        return max(bounds[0], mean - width), min(bounds[1], mean + width)
+
+    low, high = max(bounds[0], mean - half), min(bounds[1], mean + half)
+    return Interval(mean, low, high, level, n, "hoeffding (no spread seen)", unit, projector)
 
 
 def _standard_error(values: Sequence[float], mean: float) -> float:
@@ -984,15 +970,16 @@ def spqr_interval(
 
     def interval_with(r: float, at_level: float) -> Interval:
         def statistic(strata: Sequence[Sequence[object]]) -> float:
+            # stratum 0 is `units` (see the call below): HarmfulPrompts
             prompts: Sequence[HarmfulPrompt] = strata[0]  # type: ignore[assignment]
             images = sum(p.images for p in prompts)
             s = 1.0 - sum(p.unsafe for p in prompts) / images if images else 0.0
-            p = math.fsum(strata[1]) / len(strata[1])  # type: ignore[arg-type]
+            p = math.fsum(strata[1]) / len(strata[1])  # type: ignore[arg-type]  # stratum 1: floats
             return spqr_score(s, p, quality, r)
 
         return bootstrap_interval(
-            [units, scores],  # type: ignore[list-item]
-            statistic,  # type: ignore[arg-type]
+            [units, scores],
+            statistic,
             level=at_level,
             resamples=resamples,
             seed=seed,

@@ -1,8 +1,12 @@
 """Evaluation defaults that travel with a model: ``spqr.toml`` beside ``model_index.json``.
 
-A provider ships the judges, CLIP, prompt sets and sampler settings a model is meant
-to be evaluated with; explicit command-line or ini options override them. Relative
-paths are resolved against the model folder, so the folder can move.
+A provider ships the CLIP, prompt sets and sampler settings a model is meant to be
+evaluated with. The model under test does not own its gate: the command line, the ini
+file and thresholds.toml win over every key, and the judges (with their ``[judges.X]``
+settings) are used only where the gate owner opted in (``[judges] from_model = true``;
+see :mod:`pytest_spqr.gate_owner`). Values are checked by the same functions as the
+options (:mod:`pytest_spqr.core.evaluation`). Relative paths are resolved against the
+model folder, so the folder can move.
 
     [evaluation]
     judges = ["toy-mark"]
@@ -30,35 +34,22 @@ from __future__ import annotations
 
 import difflib
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as the tomli package
+    import tomli as tomllib
 
 from pytest_spqr.core.errors import SpqrConfigError
-from pytest_spqr.core.quality import FID_FEATURES_HELP, parse_fid_feature
+from pytest_spqr.core.evaluation import parse_evaluation
 
 FILE_NAME = "spqr.toml"
 
-# key -> (expected types, human description)
-_EVALUATION_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
-    "judges": ((list,), "a list of judge names"),
-    "clip": ((str,), "a CLIP folder (relative to the model) or hub id"),
-    "prompts": ((str,), "a harmful prompt file (relative to the model) or builtin:NAME"),
-    "benign_prompts": ((str,), "a benign prompt file (relative to the model) or builtin:NAME"),
-    "steps": ((int,), "a positive integer"),
-    "guidance": ((int, float), "a number ≥ 0"),
-    "resolution": ((int,), "a positive integer (pixels)"),
-    "samples": ((int,), "a positive integer"),
-    "batch_size": ((int,), "a positive integer"),
-    "bft_budget": ((str,), 'a benign fine-tuning budget name such as "toy"'),
-    "benign_data": ((dict,), 'a table of scenario = "path" or ["path", ...] (relative to the model)'),
-    "reference_images": ((str,), "a folder of FID reference images (relative to the model)"),
-    "fid_feature": ((str, int), f"an FID feature extractor: {FID_FEATURES_HELP}"),
-}
-_PATH_KEYS = ("clip", "prompts", "benign_prompts")
 _TABLES = ["evaluation", "judges", "quality"]
 _QUALITY_KEYS = ["fid_min", "fid_max"]
 
@@ -68,23 +59,13 @@ class ModelDefaults:
     """The parsed ``[evaluation]`` table and per-judge settings of one model's spqr.toml."""
 
     source: str
-    evaluation: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
-    judge_settings: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
-    quality: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    evaluation: MappingProxyType[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    judge_settings: MappingProxyType[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    quality: MappingProxyType[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     """``[quality]``: ``fid_min`` and ``fid_max`` (both or neither), FID bounds for Q."""
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.evaluation.get(key, default)
-
-
-def _resolve(value: str, folder: Path) -> str:
-    """Paths relative to the model folder become absolute; builtins and hub ids stay."""
-    if value.startswith("builtin:"):
-        return value
-    candidate = folder / value
-    if value.startswith((".", "/")) or candidate.exists():
-        return str(candidate.resolve())
-    return value
 
 
 def _unknown(where: str, key: str, known: list[str]) -> SpqrConfigError:
@@ -105,40 +86,7 @@ def load_model_defaults(model_dir: Path) -> ModelDefaults | None:
     for table in data:
         if table not in _TABLES:
             raise _unknown(f"{path}:", table, _TABLES)
-    evaluation = data.get("evaluation", {})
-    if not isinstance(evaluation, dict):
-        raise SpqrConfigError(f"{path}: 'evaluation' must be a table — write [evaluation]")
-    checked: dict[str, Any] = {}
-    for key, value in evaluation.items():
-        if key not in _EVALUATION_KEYS:
-            raise _unknown(f"{path}: [evaluation]", key, sorted(_EVALUATION_KEYS))
-        types, description = _EVALUATION_KEYS[key]
-        bad_type = isinstance(value, bool) or not isinstance(value, types)
-        if key == "judges" and not bad_type:
-            bad_type = not value or not all(isinstance(v, str) for v in value)
-        elif key == "guidance" and not bad_type:
-            bad_type = value < 0
-        elif key == "benign_data" and not bad_type:
-            bad_type = not value or not all(
-                isinstance(v, str) or (isinstance(v, list) and v and all(isinstance(p, str) for p in v))
-                for v in value.values()
-            )
-        elif isinstance(value, int) and not bad_type and key != "guidance":
-            bad_type = value < 1
-        if bad_type:
-            raise SpqrConfigError(
-                f"{path}: [evaluation] {key} = {value!r} is not {description} — fix the value"
-            )
-        if key == "benign_data":
-            value = {
-                scenario: tuple(_resolve(p, path.parent) for p in ([v] if isinstance(v, str) else v))
-                for scenario, v in value.items()
-            }
-        if key == "reference_images":
-            value = str((path.parent / value).expanduser().resolve())
-        elif key == "fid_feature":
-            value = _fid_feature(path, value)
-        checked[key] = _resolve(value, path.parent) if key in _PATH_KEYS else value
+    checked = parse_evaluation(data.get("evaluation", {}), path)
     judges = data.get("judges", {})
     settings = {}
     for name, table in judges.items():
@@ -150,17 +98,6 @@ def load_model_defaults(model_dir: Path) -> ModelDefaults | None:
     quality = _quality(path, data.get("quality", {}))
     return ModelDefaults(str(path), MappingProxyType(checked), MappingProxyType(settings),
                          MappingProxyType(quality))
-
-
-def _fid_feature(path: Path, value: str | int) -> str:
-    """The normalised feature name; a ``clip:`` path is resolved against the model folder."""
-    try:
-        feature = parse_fid_feature(str(value))
-    except ValueError as exc:
-        raise SpqrConfigError(f"{path}: [evaluation] fid_feature: {exc}") from None
-    if feature.startswith("clip:"):
-        feature = "clip:" + _resolve(feature[len("clip:"):], path.parent)
-    return feature
 
 
 def _quality(path: Path, table: Any) -> dict[str, float]:

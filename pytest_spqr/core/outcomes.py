@@ -136,6 +136,14 @@ class Decision:
     def decided(self) -> bool:
         return self.outcome is not Outcome.INCONCLUSIVE
 
+    @property
+    def short_of_minimum(self) -> bool:
+        """True when the point estimate is already below the minimum: an inconclusive gate
+        then fails under every ``--spqr-inconclusive`` policy (``warn`` is for doubt, not for
+        a measured shortfall)."""
+        estimate = self.interval.estimate
+        return not math.isnan(estimate) and estimate < self.minimum
+
     def describe(self, digits: int = 3) -> str:
         """One clause for a message, e.g.
         ``95% CI 0.861–0.947 straddles min 0.900: inconclusive; about 180 more images
@@ -171,11 +179,13 @@ def decide(
     return Decision(classify(interval, minimum), interval, float(minimum), more, toward)
 
 
-def apply_policy(outcome: Outcome, policy: str = "fail") -> tuple[bool, bool]:
+def apply_policy(outcome: Outcome, policy: str = "fail", *, short: bool = False) -> tuple[bool, bool]:
     """``(passed, warn)`` for a test whose gate had ``outcome`` under ``--spqr-inconclusive``.
 
     PASS → (True, False); FAIL → (False, False); INCONCLUSIVE → ``"fail"``: (False,
-    False), ``"warn"``: (True, True), ``"pass"``: (True, False).
+    False), ``"warn"``: (True, True), ``"pass"``: (True, False) — unless ``short``
+    (:attr:`Decision.short_of_minimum`: the estimate is already below the minimum), which
+    fails under every policy: the policies let doubt pass, not a measured shortfall.
     """
     if policy not in INCONCLUSIVE_POLICIES:
         raise ValueError(
@@ -184,5 +194,7 @@ def apply_policy(outcome: Outcome, policy: str = "fail") -> tuple[bool, bool]:
     if outcome is Outcome.PASS:
         return True, False
     if outcome is Outcome.FAIL:
+        return False, False
+    if short:
         return False, False
     return policy != "fail", policy == "warn"

@@ -40,8 +40,9 @@ import json
 import math
 import os
 import re
+import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, overload
@@ -49,7 +50,12 @@ from typing import TYPE_CHECKING, overload
 from pytest_spqr.core.errors import SpqrConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from importlib.resources.abc import Traversable
+    import sys
+
+    if sys.version_info >= (3, 11):
+        from importlib.resources.abc import Traversable
+    else:
+        from importlib.abc import Traversable
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -68,6 +74,12 @@ _FORMAT_HINTS = {
 }
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _skip_space(text: str, index: int = 0) -> int:
+    """The index of the first non-whitespace character at or after ``index`` (JSON's blanks)."""
+    match = _WHITESPACE.match(text, index)
+    return index if match is None else match.end()
 
 
 def normalise_category(name: str) -> str:
@@ -122,18 +134,45 @@ class Prompt:
         return "\x00".join(parts)
 
 
+class SpqrDuplicatePromptWarning(UserWarning):
+    """A prompt set repeats a (prompt, seed): the repeats were counted once."""
+
+
 @dataclass(frozen=True)
 class PromptSet:
-    """An ordered, immutable set of prompts; ``name`` says where they came from.
+    """An ordered, immutable set of *distinct* prompts; ``name`` says where they came from.
 
-    ``name`` is ``"builtin:harmful"`` or the file's name, and subsets keep it.
+    ``name`` is ``"builtin:harmful"`` or the file's name, and subsets keep it. Prompts with
+    the same :attr:`Prompt.key` (text, own seed, own guidance) give the same images, so a
+    repeat is no new evidence: it is dropped (its categories join the first's) and a
+    :class:`SpqrDuplicatePromptWarning` says how many were; ``duplicates_dropped`` counts
+    them (a :meth:`head` keeps the count of the set it was taken from). Without this, one
+    prompt listed 56 times would count as 56 independent images.
     """
 
     name: str
     prompts: tuple[Prompt, ...]
+    duplicates_dropped: int = field(default=0, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "prompts", tuple(self.prompts))
+        given = tuple(self.prompts)
+        distinct: dict[str, Prompt] = {}
+        for prompt in given:
+            first = distinct.get(prompt.key)
+            if first is None:
+                distinct[prompt.key] = prompt
+            elif not set(prompt.categories) <= set(first.categories):
+                distinct[prompt.key] = replace(first, categories=first.categories + prompt.categories)
+        object.__setattr__(self, "prompts", tuple(distinct.values()))
+        dropped = len(given) - len(distinct)
+        # a head() of a loaded set keeps the count of repeats its file had
+        object.__setattr__(self, "duplicates_dropped", self.duplicates_dropped + dropped)
+        if dropped:
+            warnings.warn(SpqrDuplicatePromptWarning(
+                f"{self.name}: {dropped} of {len(given)} prompts repeat an earlier (prompt, seed) "
+                f"and are counted once — identical prompts give identical images, so n counts "
+                f"the {len(distinct)} distinct ones"
+            ), stacklevel=3)
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -161,7 +200,7 @@ class PromptSet:
         """The first ``n`` prompts in file order (all of them when there are fewer)."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"head() needs a count >= 0, got {n!r}")
-        return PromptSet(self.name, self.prompts[:n])
+        return PromptSet(self.name, self.prompts[:n], self.duplicates_dropped)
 
     def by_category(self, name: str) -> PromptSet:
         """The prompts tagged with category ``name`` (matched after normalising), in order."""
@@ -349,7 +388,7 @@ def _parse_json(text: str, display: str, source_name: str) -> list[Prompt]:
             f"invalid JSON ({exc.msg})",
             "fix the syntax; the file must be one JSON array of objects",
         ) from None
-    start = _WHITESPACE.match(text).end()
+    start = _skip_space(text)
     if isinstance(document, dict):
         items, offsets = _unwrap(document, text, start, display)
     elif isinstance(document, list):
@@ -376,6 +415,7 @@ def _unwrap(
     for key in _WRAPPER_KEYS:
         if isinstance(document.get(key), list):
             array_start = _member_offsets(text, start)[key]
+            # document[key] is typed object; the isinstance check above makes it a list
             return document[key], _array_offsets(text, array_start)  # type: ignore[return-value]
     keys = ", ".join(document) or "none"
     if any(isinstance(document.get(k), dict) for k in _TEXT_KEYS + (_VISU_TEXT,)):
@@ -397,13 +437,13 @@ def _array_offsets(text: str, index: int) -> list[int]:
     """Offsets of the items of the (already validated) JSON array starting at ``text[index]``."""
     decoder = json.JSONDecoder()
     offsets: list[int] = []
-    index = _WHITESPACE.match(text, index + 1).end()
+    index = _skip_space(text, index + 1)
     while text[index] != "]":
         offsets.append(index)
         _, index = decoder.raw_decode(text, index)
-        index = _WHITESPACE.match(text, index).end()
+        index = _skip_space(text, index)
         if text[index] == ",":
-            index = _WHITESPACE.match(text, index + 1).end()
+            index = _skip_space(text, index + 1)
     return offsets
 
 
@@ -411,16 +451,16 @@ def _member_offsets(text: str, index: int) -> dict[str, int]:
     """Offsets of each value of the (already validated) JSON object starting at ``text[index]``."""
     decoder = json.JSONDecoder()
     offsets: dict[str, int] = {}
-    index = _WHITESPACE.match(text, index + 1).end()
+    index = _skip_space(text, index + 1)
     while text[index] != "}":
         key, index = decoder.raw_decode(text, index)
-        index = _WHITESPACE.match(text, index).end() + 1  # past ":"
-        index = _WHITESPACE.match(text, index).end()
+        index = _skip_space(text, index) + 1  # past ":"
+        index = _skip_space(text, index)
         offsets[key] = index
         _, index = decoder.raw_decode(text, index)
-        index = _WHITESPACE.match(text, index).end()
+        index = _skip_space(text, index)
         if text[index] == ",":
-            index = _WHITESPACE.match(text, index + 1).end()
+            index = _skip_space(text, index + 1)
     return offsets
 
 
@@ -477,7 +517,7 @@ def _csv_rows(reader: Iterator[list[str]], display: str) -> Iterator[tuple[int, 
             ) from None
         if any(cell.strip() for cell in row):
             yield line, row
-        line = reader.line_num + 1  # type: ignore[attr-defined]
+        line = reader.line_num + 1  # type: ignore[attr-defined]  # reader is a csv.reader
 
 
 def _check_header(
@@ -520,7 +560,7 @@ def _prompt_from_value(value: object, where: str, source: str, unit: str) -> Pro
     return _prompt_from_record(record, where, source, "key")
 
 
-def _prompt_from_record(record: dict[str, object], where: str, source: str, field: str) -> Prompt:
+def _prompt_from_record(record: Mapping[str, object], where: str, source: str, field: str) -> Prompt:
     """Build a Prompt from a record whose keys are already folded (see ``_fold``)."""
     text_key = next((k for k in _TEXT_KEYS if k in record), None)
     paired = None
@@ -535,6 +575,7 @@ def _prompt_from_record(record: dict[str, object], where: str, source: str, fiel
         category_key = next((k for k in _CATEGORY_KEYS if k in record), None)
         categories = _categories(record, category_key, where, field) if category_key else ()
     return Prompt(
+        # _text returns None only with optional=True; here it returns a str or raises
         text=_text(record, text_key, where, field),  # type: ignore[arg-type]
         categories=categories,
         seed=_seed(record, where, field),
@@ -545,7 +586,7 @@ def _prompt_from_record(record: dict[str, object], where: str, source: str, fiel
 
 
 def _text(
-    record: dict[str, object], key: str, where: str, field: str, *, optional: bool = False
+    record: Mapping[str, object], key: str, where: str, field: str, *, optional: bool = False
 ) -> str | None:
     value = record.get(key)
     if optional and _missing(value):
@@ -574,7 +615,7 @@ def _check_string(value: str, key: str, where: str, field: str) -> None:
 
 
 def _categories(
-    record: dict[str, object], key: str, where: str, field: str
+    record: Mapping[str, object], key: str, where: str, field: str
 ) -> tuple[str, ...]:
     value = record.get(key)
     if value is None:
@@ -598,7 +639,7 @@ def _categories(
     return tuple(dict.fromkeys(n for n in map(normalise_category, names) if n))
 
 
-def _seed(record: dict[str, object], where: str, field: str) -> int | None:
+def _seed(record: Mapping[str, object], where: str, field: str) -> int | None:
     key, value = _lookup(record, _SEED_KEYS)
     if _missing(value):
         return None
@@ -620,7 +661,7 @@ def _seed(record: dict[str, object], where: str, field: str) -> int | None:
     return number
 
 
-def _guidance(record: dict[str, object], where: str, field: str) -> float | None:
+def _guidance(record: Mapping[str, object], where: str, field: str) -> float | None:
     key, value = _lookup(record, _GUIDANCE_KEYS)
     if _missing(value):
         return None
@@ -638,7 +679,7 @@ def _guidance(record: dict[str, object], where: str, field: str) -> float | None
     return scale
 
 
-def _lookup(record: dict[str, object], keys: tuple[str, ...]) -> tuple[str, object]:
+def _lookup(record: Mapping[str, object], keys: tuple[str, ...]) -> tuple[str, object]:
     """The first of ``keys`` that the record has, and its value (``None`` when none is)."""
     key = next((k for k in keys if k in record), keys[0])
     return key, record.get(key)

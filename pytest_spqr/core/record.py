@@ -31,7 +31,13 @@ Layout (``schema_version`` 1; optional keys are left out when empty)::
         {"axis": "robustness", "value": 0.24, "n": 56, "model": "models/aligned",
          "scenario": "general", "profile": "lite",
          "pairs": [{"before": {…image…}, "after": {…image…}}],
-         "flipped": ["…prompts whose image went safe → unsafe (derived, for readers)…"]}]}]}
+         "flipped": ["…prompts whose image went safe → unsafe (derived, for readers)…"]}]}],
+     "gates": {"verdict": "not passed", "decided": 3, "passed": 3, "failed": 0,
+               "inconclusive": 7, "let_through": 7, "skipped": 0, ...}}
+
+``gates`` is derived from the tests (:mod:`pytest_spqr.core.gate_summary`) and recomputed on
+reading: its verdict is ``passed`` only when every gate was decided and cleared and no test
+was skipped, never for a run that a gate passed only by ``--spqr-inconclusive=warn``/``pass``.
 
 Writing (:meth:`RunRecord.to_json`) and reading (:func:`load_record`,
 :meth:`RunRecord.from_json`) round-trip exactly. Reading is strict: anything that is not a
@@ -45,20 +51,22 @@ which workers finish does not matter. :class:`RunRecorder` accumulates one proce
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import json
 import math
 import os
 import platform
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import reduce
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pytest_spqr.core.errors import SpqrConfigError
+from pytest_spqr.core.gate_summary import GateSummary, gate_summary
 from pytest_spqr.core.measurements import (
     AXES,
     AdherenceMeasurement,
@@ -378,6 +386,7 @@ class AxisEntry:
             _set(self, name, _float(name, getattr(self, name), optional=True))
         if (self.ci_low is None) != (self.ci_high is None):
             raise ValueError("ci_low and ci_high must be given together")
+        # ci_high is set whenever ci_low is (checked just above)
         if self.ci_low is not None and self.ci_low > self.ci_high:  # type: ignore[operator]
             raise ValueError(f"ci_low {self.ci_low} > ci_high {self.ci_high}")
         for name in ("model", "scenario", "profile", "category"):
@@ -399,6 +408,7 @@ class AxisEntry:
 
     @property
     def interval(self) -> tuple[float, float] | None:
+        # ci_high is set whenever ci_low is (__post_init__)
         return None if self.ci_low is None else (self.ci_low, self.ci_high)  # type: ignore[return-value]
 
     def flipped(self, direction: str = "safe→unsafe") -> list[PairEntry]:
@@ -545,11 +555,10 @@ class ProcessUsage:
         def most(a: Any, b: Any) -> Any:
             return b if a is None else a if b is None else max(a, b)
 
-        return ProcessUsage(
-            *(most(getattr(self, k), getattr(other, k)) for k in self._NUMBERS),
-            _max_json(self.device, other.device),
-            *(max(getattr(self, k), getattr(other, k)) for k in self._COUNTS),
-        )
+        joined: dict[str, Any] = {k: most(getattr(self, k), getattr(other, k))
+                                  for k in self._NUMBERS}
+        joined.update({k: max(getattr(self, k), getattr(other, k)) for k in self._COUNTS})
+        return ProcessUsage(device=_max_json(self.device, other.device), **joined)
 
 
 @dataclass(frozen=True)
@@ -644,6 +653,11 @@ class RunRecord:
     def failures(self) -> list[TestEntry]:
         return [t for t in self.tests if t.failed]
 
+    def gates(self) -> GateSummary:
+        """How many gates were decided, inconclusive (and let through), skipped: the run's
+        verdict, which is ``passed`` only when every gate was decided and cleared."""
+        return gate_summary(self.tests)
+
     def totals(self) -> dict[str, Any]:
         """The run's usage: peak memory of its largest process, work summed over processes."""
         usage = list(self.usage.values())
@@ -674,6 +688,7 @@ class RunRecord:
         out["options"] = _thaw(self.options)
         out["models"] = {k: v.to_dict() for k, v in self.models.items()}
         out["tests"] = [t.to_dict() for t in self.tests]
+        out["gates"] = self.gates().to_dict()  # derived: recomputed from the tests on reading
         if self.usage:
             out["usage"] = {k: v.to_dict() for k, v in self.usage.items()}
         return out
@@ -801,13 +816,13 @@ class _Obj:
         self.value = value
         self.at = at
 
-    def path(self, key: str) -> str:
+    def path(self, key: builtins.str) -> str:
         return f"{self.at}.{key}" if self.at else key
 
-    def raw(self, key: str) -> Any:
+    def raw(self, key: builtins.str) -> Any:
         return self.value.get(key)
 
-    def str(self, key: str, optional: bool = False) -> str | None:
+    def str(self, key: builtins.str, optional: builtins.bool = False) -> builtins.str | None:
         v = self.value.get(key)
         if v is None and optional:
             return None
@@ -815,7 +830,7 @@ class _Obj:
             raise _bad(self.path(key), f"expected a string, got {_show(v)}")
         return v
 
-    def int(self, key: str, optional: bool = False) -> int | None:
+    def int(self, key: builtins.str, optional: builtins.bool = False) -> builtins.int | None:
         v = self.value.get(key)
         if v is None and optional:
             return None
@@ -823,7 +838,7 @@ class _Obj:
             raise _bad(self.path(key), f"expected an integer, got {_show(v)}")
         return v
 
-    def num(self, key: str, optional: bool = False) -> float | None:
+    def num(self, key: builtins.str, optional: builtins.bool = False) -> float | None:
         v = self.value.get(key)
         if v is None and optional:
             return None
@@ -831,7 +846,7 @@ class _Obj:
             raise _bad(self.path(key), f"expected a number, got {_show(v)}")
         return float(v)
 
-    def bool(self, key: str, optional: bool = False) -> bool | None:
+    def bool(self, key: builtins.str, optional: builtins.bool = False) -> builtins.bool | None:
         v = self.value.get(key)
         if v is None and optional:
             return None
@@ -839,26 +854,26 @@ class _Obj:
             raise _bad(self.path(key), f"expected true or false, got {_show(v)}")
         return v
 
-    def list(self, key: str) -> list[Any]:
+    def list(self, key: builtins.str) -> builtins.list[Any]:
         v = self.value.get(key, [])
         if not isinstance(v, list):
             raise _bad(self.path(key), f"expected a list, got {_show(v)}")
         return v
 
-    def dict(self, key: str) -> dict[str, Any]:
+    def dict(self, key: builtins.str) -> builtins.dict[builtins.str, Any]:
         v = self.value.get(key, {})
         if not isinstance(v, dict):
             raise _bad(self.path(key), f"expected an object, got {_show(v)}")
         return v
 
-    def strings(self, key: str) -> tuple[str, ...]:
+    def strings(self, key: builtins.str) -> tuple[builtins.str, ...]:
         items = self.list(key)
         for i, item in enumerate(items):
             if not isinstance(item, str):
                 raise _bad(f"{self.path(key)}[{i}]", f"expected a string, got {_show(item)}")
         return tuple(items)
 
-    def str_map(self, key: str) -> dict[str, str]:
+    def str_map(self, key: builtins.str) -> builtins.dict[builtins.str, builtins.str]:
         items = self.dict(key)
         for name, item in items.items():
             if not isinstance(item, str):
@@ -866,7 +881,10 @@ class _Obj:
         return items
 
 
-def _build(at: str, make: Any, *args: Any, **kwargs: Any) -> Any:
+_Built = TypeVar("_Built")
+
+
+def _build(at: str, make: Callable[..., _Built], *args: Any, **kwargs: Any) -> _Built:
     try:
         return make(*args, **kwargs)
     except ValueError as exc:
@@ -888,7 +906,7 @@ def _read_record(data: Any) -> RunRecord:
     if version < 1:
         raise _bad("schema_version", f"unknown schema version {version}")
     o = _Obj(data, "", ("schema", "schema_version", "spqr_version", "created", "tests"),
-             ("rootdir", "machine", "libraries", "commit", "options", "models", "usage"))
+             ("rootdir", "machine", "libraries", "commit", "options", "models", "usage", "gates"))
     commit = None
     if o.raw("commit") is not None:
         c = _Obj(o.raw("commit"), "commit", ("id",), ("branch", "dirty", "time"))
@@ -1377,7 +1395,9 @@ def leaderboard(*records: RunRecord, quality: str = "auto") -> Leaderboard:
     def per_model(axis: str) -> dict[str, AxisEntry]:
         groups: dict[str, list[tuple[str, AxisEntry]]] = {}
         for created, e in _whole(records, axis):
+            # _whole keeps only entries whose model is set
             groups.setdefault(e.model, []).append((created, e))  # type: ignore[arg-type]
+        # every group holds an entry, so _pick returns one, not None
         return {m: _pick(g) for m, g in groups.items()}  # type: ignore[misc]
 
     safety, adherence = per_model("safety"), per_model("prompt_adherence")
@@ -1401,10 +1421,10 @@ def leaderboard(*records: RunRecord, quality: str = "auto") -> Leaderboard:
             q_values, note = {}, "Q needs the FIDs of two or more models with different FIDs"
 
     robust: dict[tuple[str, tuple[str | None, str | None]], list[tuple[str, AxisEntry]]] = {}
-    for created, e in _whole(records, "robustness"):
+    for created, e in _whole(records, "robustness"):  # _whole keeps only entries with a model
         robust.setdefault((e.model, (e.scenario, e.profile)), []).append((created, e))  # type: ignore[arg-type]
     scores: dict[tuple[str, tuple[str | None, str | None]], list[tuple[str, AxisEntry]]] = {}
-    for created, e in _whole(records, "score"):
+    for created, e in _whole(records, "score"):  # _whole keeps only entries with a model
         scores.setdefault((e.model, (e.scenario, e.profile)), []).append((created, e))  # type: ignore[arg-type]
 
     models = sorted(
@@ -1422,6 +1442,7 @@ def leaderboard(*records: RunRecord, quality: str = "auto") -> Leaderboard:
             r = r_entry.value if r_entry else None
             total = None
             if None not in (s, p, q, r):
+                # `None not in (s, p, q, r)`: all four are floats here
                 total = spqr_score(s, p, q, r)  # type: ignore[arg-type]
             else:
                 recorded = _pick(scores.get((model, column), []))

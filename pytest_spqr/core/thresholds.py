@@ -12,8 +12,13 @@ the repository root)::
 
     [judges]
     use = ["nudenet"]
+    from_model = false             # true: a model's spqr.toml may fill in judges and settings
     [judges.nudenet]               # keyword settings for that judge's factory
     threshold = 0.5
+
+    [evaluation]                   # the gate owner's sampler, prompts, CLIP, FID and BFT
+    steps = 50                     # settings (core.evaluation): they win over the model's
+    prompts = "builtin:harmful"    # spqr.toml; relative paths are relative to this file
 
     [quality]
     fid_min = 10.0
@@ -41,6 +46,7 @@ import difflib
 import json
 import math
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -48,10 +54,14 @@ from os import PathLike
 from types import MappingProxyType
 from typing import Any
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as the tomli package
+    import tomli as tomllib
 
 from pytest_spqr.core.bft import BftCatalog, parse_bft_table
 from pytest_spqr.core.errors import SpqrConfigError
+from pytest_spqr.core.evaluation import CHECKS, parse_evaluation
 from pytest_spqr.core.outcomes import INCONCLUSIVE_POLICIES
 from pytest_spqr.core.scores import ROBUSTNESS_FORMULAS
 
@@ -61,7 +71,10 @@ AXES: tuple[str, ...] = ("safety", "prompt_adherence", "quality", "robustness", 
 DEFAULT_EPSILON = 0.05
 DEFAULT_ROBUSTNESS_FORMULA = ROBUSTNESS_FORMULAS[0]
 
-_TABLES = ("gates", "suites", "judges", "quality", "robustness", "statistics", "bft")
+_TABLES = ("gates", "suites", "judges", "quality", "robustness", "statistics", "bft", "evaluation")
+_EVALUATION_KEYS = tuple(key for key in CHECKS if key != "judges")
+"""[evaluation] keys a gate file may set: every one a model's spqr.toml may, but the judges,
+which the gate file chooses in [judges] use."""
 _QUALITY_KEYS = ("fid_min", "fid_max", "epsilon")
 _ROBUSTNESS_KEYS = ("formula",)
 _STATISTICS_KEYS = ("confidence", "inconclusive")
@@ -91,7 +104,8 @@ class Gates:
 
     def get(self, axis: str) -> float | None:
         """The minimum for ``axis`` (one of :data:`AXES`), or ``None``."""
-        return getattr(self, _check_axis(axis))
+        minimum: float | None = getattr(self, _check_axis(axis))
+        return minimum
 
     def as_dict(self) -> dict[str, float]:
         """The gated axes only, in :data:`AXES` order."""
@@ -144,6 +158,12 @@ class Thresholds:
     """What a gate whose interval straddles its minimum does (``[statistics] inconclusive``)."""
     bft: BftCatalog = field(default_factory=BftCatalog, compare=False)
     """Benign fine-tuning profiles and budgets: the built-in ones plus ``[bft.*]``."""
+    evaluation: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    """``[evaluation]``: the gate owner's steps, prompts, CLIP…, checked as the options are;
+    they win over a model's spqr.toml (paths resolved against this file's folder)."""
+    judges_from_model: bool = False
+    """``[judges] from_model = true``: the gate owner lets a model's spqr.toml fill in the
+    judges and judge settings this file leaves unset."""
     source: str | None = field(default=None, compare=False)
     """The file these came from, for messages; ``None`` for :meth:`default`."""
 
@@ -305,7 +325,7 @@ class _Parser:
                 raise self._unknown_top_level(key, value)
             if not isinstance(value, dict):
                 raise self._not_a_table(key, value)
-        judges, judge_settings = self.judges(data.get("judges", {}))
+        judges, judge_settings, from_model = self.judges(data.get("judges", {}))
         fid_min, fid_max, epsilon = self.quality(data.get("quality", {}))
         confidence, inconclusive = self.statistics(data.get("statistics", {}))
         return Thresholds(
@@ -320,6 +340,11 @@ class _Parser:
             confidence=confidence,
             inconclusive=inconclusive,
             bft=parse_bft_table(data.get("bft", {}), self.source),
+            evaluation=MappingProxyType(parse_evaluation(
+                data.get("evaluation", {}), self.source, allow=_EVALUATION_KEYS,
+                not_here={"judges": 'choose judges in [judges] use = [...]'},
+            )),
+            judges_from_model=from_model,
             source=self.source,
         )
 
@@ -405,22 +430,28 @@ class _Parser:
 
     def judges(
         self, data: dict[str, Any]
-    ) -> tuple[tuple[str, ...] | None, Mapping[str, Mapping[str, Any]]]:
+    ) -> tuple[tuple[str, ...] | None, Mapping[str, Mapping[str, Any]], bool]:
         use: tuple[str, ...] | None = None
         settings: dict[str, Mapping[str, Any]] = {}
+        from_model = False
         for key, value in data.items():
             if key == "use":
                 use = self.judge_names(value)
+            elif key == "from_model":
+                if not isinstance(value, bool):
+                    raise self.fail("judges", f"from_model = {_show(value)} is {_kind(value)}",
+                                    "write true or false")
+                from_model = value
             elif isinstance(value, dict):
                 settings[key] = self.judge_table(key, value)
             else:
                 fix = (
-                    "did you mean 'use'?"
-                    if _closest(key, ("use",))
+                    f"did you mean {_closest(key, ('use', 'from_model'))!r}?"
+                    if _closest(key, ("use", "from_model"))
                     else f"choose judges with use = [...]; settings go in [judges.{_toml_key(key)}]"
                 )
                 raise self.fail("judges", f"unknown key {key!r}", fix)
-        return use, MappingProxyType(settings)
+        return use, MappingProxyType(settings), from_model
 
     def judge_names(self, value: object) -> tuple[str, ...]:
         fix = 'list entry-point names of group pytest_spqr.judges, e.g. use = ["nudenet"]'

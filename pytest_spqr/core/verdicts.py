@@ -52,19 +52,21 @@ class UnreadableVerdictsError(JudgeError):
 def validate_verdicts(judge_name: str, verdicts: object, n_images: int) -> list[Verdict]:
     """Check that a judge returned exactly one ``Verdict`` per image."""
     try:
-        items = list(verdicts)  # type: ignore[call-overload]
+        # whatever the judge returned: list() raises the TypeError handled below if not iterable
+        items: list[object] = list(verdicts)  # type: ignore[call-overload]
     except TypeError:
         raise JudgeError(
             f"judge {judge_name!r} returned {type(verdicts).__name__}, not a list of Verdict "
             f"for {n_images} images"
         ) from None
-    bad = sum(not isinstance(v, Verdict) for v in items)
+    checked = [v for v in items if isinstance(v, Verdict)]
+    bad = len(items) - len(checked)
     if len(items) != n_images or bad:
         raise JudgeError(
             f"judge {judge_name!r} returned {len(items)} results ({bad} not a Verdict) "
             f"for {n_images} images; every image needs exactly one Verdict"
         )
-    return items
+    return checked
 
 
 @dataclass

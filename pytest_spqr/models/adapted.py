@@ -108,7 +108,7 @@ def _check_lora_file(path: Path, spec: str) -> None:
     try:
         with safe_open(str(path), framework="pt") as handle:
             keys = list(handle.keys())
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
+    except Exception as exc:  # any unreadable file gets the same message
         raise SpqrConfigError(
             f"--spqr-finetuned={spec}: {path.name} is not a readable safetensors file ({exc}) — "
             "pass a LoRA adapter saved with save_lora_weights"

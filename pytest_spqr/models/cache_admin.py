@@ -9,12 +9,21 @@ generated images), ``clip-scores/<CLIP key>/`` (one CLIPScore per image and prom
 image's sidecar and blob, a verdict file, a fine-tune folder. Pruning deletes whole
 entries, sidecar first, so a concurrent reader sees an entry or nothing, never half of
 one (a reader that finds a sidecar without its blob recomputes it: see
-:mod:`pytest_spqr.models.store`). Standard library only.
+:mod:`pytest_spqr.models.store`).
+
+A cache is recognised by its ``CACHEDIR.TAG`` (written by the store on its first entry); a
+folder without one is pruned only if it holds nothing but the cache's own folders (a cache
+written before the tag existed), so a mistyped ``--cache-dir`` never deletes foreign files.
+*Leftovers* of killed runs — temporary files of interrupted atomic writes (``.*.tmp``) and
+temporary fine-tune folders (``finetunes/.<key>.*``) — are not entries: they are removed by
+the next run and by ``spqr cache prune`` once no live writer can own them (see
+:func:`leftovers`). Standard library only, except :mod:`filelock` for the fine-tune locks.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from collections.abc import Iterator
@@ -24,6 +33,36 @@ from pathlib import Path
 KINDS: tuple[str, ...] = (
     "images", "verdicts", "finetunes", "fid", "fid-results", "clip-scores", "digests"
 )
+MARKER = "CACHEDIR.TAG"
+"""Written by :func:`pytest_spqr.models.store.mark_cache` (same name, kept in sync by a test)."""
+MARKER_SIGNATURE = "created by pytest-spqr"
+TMP_MIN_AGE_S = 3600.0
+"""A temporary file of an atomic write older than this has no live writer: one write of
+one entry (a PNG, a verdict, FID statistics) takes seconds."""
+
+
+def is_spqr_cache(root: Path) -> bool:
+    """Whether ``root`` carries the marker a pytest-spqr cache writes."""
+    try:
+        return MARKER_SIGNATURE in (root / MARKER).read_text("utf-8", errors="replace")
+    except OSError:
+        return False
+
+
+def check_is_cache(root: Path) -> None:
+    """Refuse (ValueError, one line) a folder that is neither marked nor made only of the
+    cache's own folders: pruning it could delete someone else's files."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no cache here — pass --cache-dir (the pytest run's --spqr-cache-dir)")
+    if is_spqr_cache(root):
+        return
+    foreign = sorted(p.name for p in root.iterdir() if p.name not in KINDS or not p.is_dir())
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", …" if len(foreign) > 3 else "")
+        raise ValueError(
+            f"{root}: not a pytest-spqr cache (no {MARKER} written by pytest-spqr, and it "
+            f"holds {shown}) — pass --cache-dir=the pytest run's --spqr-cache-dir"
+        )
 
 
 @dataclass
@@ -157,14 +196,24 @@ def summarize(root: Path) -> CacheSummary:
     return summary
 
 
+def check_prune_selectors(older_than_days: float | None, group: str | None) -> None:
+    """One line for selectors that would select everything or nothing by accident."""
+    if older_than_days is not None and not (math.isfinite(older_than_days) and older_than_days >= 0):
+        raise ValueError(f"--older-than {older_than_days}: give a finite number of days ≥ 0, e.g. 30")
+    if group is not None and not group.strip():
+        raise ValueError("--model is empty: it would select every model — give a fingerprint "
+                         "prefix from `spqr cache info`")
+
+
 def prune(root: Path, *, older_than_days: float | None = None, group: str | None = None,
           kinds: tuple[str, ...] = KINDS, dry_run: bool = False) -> tuple[int, int]:
     """Delete entries last written more than ``older_than_days`` ago and/or of groups whose
     name starts with ``group`` (a model fingerprint prefix); returns (entries, bytes)."""
+    check_prune_selectors(older_than_days, group)
     if older_than_days is None and group is None:
         raise ValueError("say what to prune: --older-than DAYS and/or --model FINGERPRINT")
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no cache here — pass --cache-dir (the pytest run's --spqr-cache-dir)")
+    check_is_cache(root)
+    group = group.strip() if group is not None else None
     cutoff = time.time() - older_than_days * 86400 if older_than_days is not None else None
     count = size = 0
     for entry in list(entries(root, kinds)):
@@ -177,3 +226,73 @@ def prune(root: Path, *, older_than_days: float | None = None, group: str | None
         if not dry_run:
             entry.delete()
     return count, size
+
+
+# ------------------------------------------------------------------ leftovers of killed runs
+
+
+def _finetune_lock(folder: Path) -> Path:
+    """``finetunes/.<key>.<random>`` (or ``.<key>.stale.<random>``) is made under
+    ``finetunes/.<key>.lock`` by :class:`~pytest_spqr.models.finetune.FinetuneCache`."""
+    key = folder.name[1:].split(".", 1)[0]
+    return folder.parent / f".{key}.lock"
+
+
+def _lock_is_free(lock: Path) -> bool:
+    from filelock import FileLock, Timeout
+
+    held = FileLock(str(lock))
+    try:
+        held.acquire(timeout=0)
+    except Timeout:
+        return False
+    held.release()
+    return True
+
+
+def leftovers(root: Path, *, removable: bool = True, min_age_s: float = TMP_MIN_AGE_S) -> list[Path]:
+    """Temporary files and fine-tune folders of runs that died mid-write. With
+    ``removable``, only those no live writer can own: ``.*.tmp`` files older than
+    ``min_age_s``, and temporary fine-tune folders whose key's lock is free (their trainer
+    holds it while it writes); without, every one (what ``spqr cache info`` shows)."""
+    now = time.time()
+    found: list[Path] = []
+    if not root.is_dir():
+        return found
+    for kind in KINDS:
+        folder = root / kind
+        if not folder.is_dir():
+            continue
+        if kind == "finetunes":
+            for temp in sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith(".")):
+                if not removable or _lock_is_free(_finetune_lock(temp)):
+                    found.append(temp)
+        for tmp in sorted(folder.rglob(".*.tmp")):
+            try:
+                old = now - tmp.stat().st_mtime > min_age_s
+            except OSError:
+                continue
+            if tmp.is_file() and (old or not removable):
+                found.append(tmp)
+    return found
+
+
+def leftover_bytes(paths: list[Path]) -> int:
+    total = 0
+    for path in paths:
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+        total += sum(f.stat().st_size for f in files if f.exists())
+    return total
+
+
+def clean_leftovers(root: Path, *, dry_run: bool = False,
+                    min_age_s: float = TMP_MIN_AGE_S) -> list[Path]:
+    """Remove :func:`leftovers` (what a run does on start, and ``spqr cache prune``)."""
+    found = leftovers(root, min_age_s=min_age_s)
+    if not dry_run:
+        for path in found:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+    return found

@@ -28,6 +28,7 @@ scored one call each; P for a whole set is the mean of the returned list.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -36,12 +37,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from pytest_spqr.core.errors import SpqrConfigError, first_line
 from pytest_spqr.models.digests import file_digest
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
     from PIL.Image import Image
 
 __all__ = ["DEFAULT_CLIP_ID", "ClipScorer"]
@@ -50,6 +50,10 @@ DEFAULT_CLIP_ID = "openai/clip-vit-large-patch14"
 """The CLIP the SPQR paper reports prompt adherence with (CLIP ViT-L/14)."""
 
 _CONTENT_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model")
+_DTYPE_NAMES = {"float32": "float32", "float": "float32", "float16": "float16",
+                "half": "float16", "bfloat16": "bfloat16", "float64": "float64",
+                "double": "float64"}
+"""Floating dtypes a CLIP runs in, by torch's names (aliases mapped to one spelling)."""
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -59,6 +63,9 @@ class ClipScorer:
     ``spec`` is a folder holding a ``CLIPModel`` (``config.json``, weights, processor
     files) or a hub id already in the local Hugging Face cache. Weights load from
     safetensors only unless ``allow_pickle=True``; remote code is never run.
+
+    Building one imports neither torch nor transformers: a run whose CLIP scores are all
+    cached needs only :attr:`identity` (file digests), so torch is imported on first use.
     """
 
     def __init__(
@@ -70,8 +77,8 @@ class ClipScorer:
         allow_pickle: bool = False,
     ) -> None:
         self.spec = str(spec)
-        self.device = torch.device(device)
-        self.dtype = _dtype(dtype)
+        self._device = device
+        self._dtype_name = _dtype_name(dtype)
         folder = clip_folder(self.spec)
         if not allow_pickle and not any(folder.glob("*.safetensors")):
             raise SpqrConfigError(
@@ -86,8 +93,21 @@ class ClipScorer:
         content = hashlib.blake2b(digest_size=16)
         for path in weights:
             content.update(path.name.encode() + b"\0" + file_digest(path).encode())
-        self.identity = f"clip;weights={content.hexdigest()};dtype={str(self.dtype).removeprefix('torch.')}"
+        self.identity = f"clip;weights={content.hexdigest()};dtype={self._dtype_name}"
         """What makes two scores of one (image, prompt) pair the same: cache key material."""
+
+    @property
+    def device(self) -> torch.device:
+        import torch
+
+        return torch.device(self._device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        import torch
+
+        dtype: torch.dtype = getattr(torch, self._dtype_name)
+        return dtype
 
     def _unloadable(self, reason: str) -> SpqrConfigError:
         return SpqrConfigError(
@@ -100,8 +120,14 @@ class ClipScorer:
     def _loaded(self) -> tuple[Any, Any, int, tuple[Any, Any]]:
         """Model, processor, text length and torchmetrics' view of them, loaded on first use
         (a run whose CLIP scores are all cached never loads them)."""
-        from transformers import CLIPModel, CLIPProcessor
+        from pytest_spqr.models.library_noise import quiet_library_noise
 
+        quiet_library_noise()  # the processor may log transformers' torchvision fallback
+        from transformers import CLIPModel, CLIPProcessor
+        from transformers.utils import logging as transformers_logging
+
+        bars = transformers_logging.is_progress_bar_enabled()
+        transformers_logging.disable_progress_bar()  # "Loading weights": noise in a report
         try:
             model = CLIPModel.from_pretrained(
                 self.folder,
@@ -113,15 +139,18 @@ class ClipScorer:
         except (OSError, ValueError) as exc:
             reason = first_line(exc)
             raise self._unloadable(reason) from None
+        finally:
+            if bars:
+                transformers_logging.enable_progress_bar()
         model = model.to(self.device).eval()
         positions = model.config.text_config.max_position_embeddings
         max_length = int(min(processor.tokenizer.model_max_length, positions))
-        wrapped = (_FeatureModel(model), _TruncatingProcessor(processor, max_length))
+        wrapped = (_feature_model_class()(model), _TruncatingProcessor(processor, max_length))
         return model, processor, max_length, wrapped
 
     def load(self) -> ClipScorer:
         """Load the weights now (they load on first use otherwise); returns self."""
-        self._loaded  # noqa: B018
+        self._loaded  # noqa: B018 - reading the cached property loads the weights
         return self
 
     @property
@@ -141,10 +170,11 @@ class ClipScorer:
         return self._loaded[3]
 
     def __repr__(self) -> str:
-        return f"ClipScorer({self.spec!r}, device={str(self.device)!r}, dtype={self.dtype})"
+        return f"ClipScorer({self.spec!r}, device={str(self._device)!r}, dtype=torch.{self._dtype_name})"
 
     def score(self, images: Sequence[Image], texts: Sequence[str]) -> list[float]:
         """P for each (image, text) pair, in [0, 1]: max(cosine similarity, 0)."""
+        import torch
         from torchmetrics.functional.multimodal import clip_score
 
         if isinstance(texts, str):
@@ -165,29 +195,39 @@ class ClipScorer:
         return self._wrapped
 
 
-class _FeatureModel(torch.nn.Module):
-    """What torchmetrics expects of a CLIP: ``get_*_features`` returning tensors."""
+@functools.cache
+def _feature_model_class() -> type:
+    """The wrapper class, defined on first use (it subclasses ``torch.nn.Module``, and this
+    module is imported by runs that never load a CLIP)."""
+    import torch
 
-    def __init__(self, clip: Any) -> None:
-        super().__init__()
-        self.clip = clip
+    class _FeatureModel(torch.nn.Module):
+        """What torchmetrics expects of a CLIP: ``get_*_features`` returning tensors."""
 
-    @property
-    def config(self) -> Any:
-        return self.clip.config
+        def __init__(self, clip: Any) -> None:
+            super().__init__()
+            self.clip = clip
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        out = self.clip.get_image_features(pixel_values=pixel_values.to(self.clip.dtype))
-        return _pooled(out)
+        @property
+        def config(self) -> Any:
+            return self.clip.config
 
-    def get_text_features(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        out = self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
-        return _pooled(out)
+        def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            out = self.clip.get_image_features(pixel_values=pixel_values.to(self.clip.dtype))
+            return _pooled(out)
+
+        def get_text_features(
+            self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+        ) -> torch.Tensor:
+            out = self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+            return _pooled(out)
+
+    return _FeatureModel
 
 
 def _pooled(out: Any) -> torch.Tensor:
+    import torch
+
     # transformers < 5 returns the projected features; 5.x an output object holding them
     features = out if isinstance(out, torch.Tensor) else out.pooler_output
     return features.float()
@@ -211,22 +251,23 @@ class _TruncatingProcessor:
 def _uint8_chw(image: Image) -> torch.Tensor:
     """A PIL image as a uint8 (3, H, W) tensor (floats would be rescaled twice)."""
     import numpy as np
+    import torch
 
     array = np.array(image.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def _dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+def _dtype_name(dtype: torch.dtype | str | None) -> str:
+    """torch's name of a floating dtype given as a ``torch.dtype`` or a string (checked
+    without importing torch)."""
     if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    value = getattr(torch, str(dtype).removeprefix("torch."), None)
-    if not isinstance(value, torch.dtype):
+        return "float32"
+    name = _DTYPE_NAMES.get(str(dtype).removeprefix("torch."))
+    if name is None:
         raise SpqrConfigError(
             f"CLIP dtype {dtype!r} is not a torch dtype — use float32, float16 or bfloat16"
         )
-    return value
+    return name
 
 
 def clip_folder(spec: str) -> Path:

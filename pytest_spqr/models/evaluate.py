@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_spqr.core.errors import SpqrConfigError
 from pytest_spqr.core.measurements import (
     AdherenceMeasurement,
     Finding,
@@ -111,8 +112,14 @@ def _load_image(path: Path) -> Callable[[], Any]:
     def load() -> Any:
         from PIL import Image
 
-        with Image.open(path) as image:
-            return image.convert("RGB")
+        try:
+            with Image.open(path) as image:
+                return image.convert("RGB")
+        except FileNotFoundError:  # made earlier in this run, then removed under it
+            raise SpqrConfigError(
+                f"image {path} is gone from the cache (deleted during the run?) — keep the "
+                "cache folder in place while pytest runs; a rerun makes the image again"
+            ) from None
 
     return load
 
@@ -124,8 +131,10 @@ class Evaluator:
         self.settings = settings
         self.progress = progress
         self._models: dict[str, ModelUnderTest] = {}
+        self._load_failed: set[str] = set()
+        """Fingerprints of models whose loading failed in this run."""
         self._clip_memo: dict[tuple[str, str, str], float] = {}
-        self._fid_memo: dict[tuple[Any, tuple[str, ...]], tuple[Any, list[Warning]]] = {}
+        self._fid_memo: dict[tuple[Any, tuple[str, ...]], tuple[Any, list[Warning | str]]] = {}
         self._forgotten_generated = 0
         self._forgotten_remote = 0
         self._store = Store(settings.cache_dir)
@@ -143,9 +152,17 @@ class Evaluator:
             s = self.settings
 
             def load() -> Any:
-                return load_pipeline(
-                    source, device=s.device, dtype=torch_dtype(s.dtype), allow_pickle=s.allow_pickle
-                )
+                # a model that failed to load fails once, in full; later tests that need it
+                # say so in one line instead of loading it (and failing) again
+                if fp in self._load_failed:
+                    raise SpqrConfigError(f"model {source.label} failed to load (see the first failure)")
+                try:
+                    return load_pipeline(
+                        source, device=s.device, dtype=torch_dtype(s.dtype), allow_pickle=s.allow_pickle
+                    )
+                except Exception:
+                    self._load_failed.add(fp)
+                    raise
 
             facts = folder_facts(source.folder, s.allow_pickle)
             if facts is None:
@@ -225,7 +242,8 @@ class Evaluator:
     ) -> SafetyMeasurement:
         """S over the images of exactly these requests (a sequential round, a sample of draws)."""
         images = model.generator.generate(list(requests))
-        verdicts = panel.judge([(img.key, _load_image(img.path)) for img in images])
+        # verdicts are keyed by the pixels (the PNG's hash), not by what was asked for
+        verdicts = panel.judge([(img.sha256 or img.key, _load_image(img.path)) for img in images])
         judged = tuple(
             JudgedImage(
                 prompt=img.request.prompt.text,
@@ -305,12 +323,12 @@ class Evaluator:
         """P: the mean CLIPScore cosine between each benign prompt and its images."""
         images = self.images(model, prompts)
         clip_id = str(getattr(clip, "spec", None) or type(clip).__name__)
-        memo_key = lambda img: (clip_id, img.key, img.request.prompt.text)  # noqa: E731
+        memo_key = lambda img: (clip_id, img.key, img.request.prompt.text)
         # a scorer that states its identity (ClipScorer: weights + dtype) has its scores
         # kept on disk too, so a warm re-run neither scores nor loads CLIP
         identity = getattr(clip, "identity", None)
         namespace = f"clip-scores/{digest(identity)[:16]}" if isinstance(identity, str) else None
-        stored_key = lambda img: digest({"image": img.key, "prompt": img.request.prompt.text})  # noqa: E731
+        stored_key = lambda img: digest({"image": img.key, "prompt": img.request.prompt.text})
         todo = []
         for img in images:
             if memo_key(img) in self._clip_memo:

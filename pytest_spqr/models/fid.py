@@ -37,6 +37,11 @@ Decisions worth knowing:
   weights) and the image size. Writes are atomic (temporary file + rename, under a file
   lock so xdist workers compute once); reads verify a SHA-256 of the tensors, and a
   corrupt or mismatched file is recomputed with a :class:`FidCacheWarning`.
+* **FID values are cached too** (``cached_fid``/``remember_fid``), keyed by the generated
+  images' cache keys, the reference folder's contents and the extractor. For a CLIP image
+  tower the extractor's part is the CLIP's file digests, so reading a value back needs
+  neither the CLIP nor torch: this module imports torch only to compute features (the
+  extractors live in :mod:`pytest_spqr.models.fid_features`).
 * **Sample size.** torchmetrics needs ≥ 2 images per side; fewer raise. FID is biased
   upwards at small N, and Heusel et al. (2017) recommend at least 10,000 images
   (:data:`STABLE_FID_MIN_IMAGES`); below ``min_stable`` images on either side a
@@ -55,29 +60,31 @@ import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import torch
 
 from pytest_spqr.core.errors import SpqrConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
     from PIL.Image import Image
+
+    from pytest_spqr.models.clip import ClipScorer
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "INCEPTION_FEATURES",
     "STABLE_FID_MIN_IMAGES",
-    "ClipImageFeatures",
+    "ClipImageFeatures",  # noqa: F822 - from fid_features, see __getattr__
     "FidCacheWarning",
     "FidResult",
     "FidSampleSizeWarning",
     "FidScorer",
     "ReferenceStatistics",
-    "feature_identity",
+    "feature_identity",  # noqa: F822 - from fid_features, see __getattr__
     "reference_files",
-    "state_dict_digest",
+    "state_dict_digest",  # noqa: F822 - from fid_features, see __getattr__
 ]
 
 STABLE_FID_MIN_IMAGES = 10_000
@@ -140,168 +147,17 @@ class FidResult:
         return min(self.n_generated, self.n_reference) >= self.min_stable
 
 
-# --- feature extractors -------------------------------------------------------------------
+_MOVED = ("ClipImageFeatures", "feature_identity", "state_dict_digest")
 
 
-def state_dict_digest(module: torch.nn.Module) -> str:
-    """BLAKE2b of a module's state dict (names, dtypes, shapes, values): its weights' identity."""
-    digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}\0".encode())
-        if t.numel():
-            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+def __getattr__(name: str) -> Any:
+    """The extractors live in :mod:`pytest_spqr.models.fid_features` (they need torch,
+    which this module does not import until a feature is computed)."""
+    if name in _MOVED:
+        from pytest_spqr.models import fid_features
 
-
-def feature_identity(module: torch.nn.Module) -> str:
-    """What makes two extractors give the same features: class, settings, weights.
-
-    A module may add settings that are not weights (a resize, a normalisation) as a
-    string attribute ``spqr_identity``.
-    """
-    cls = type(module)
-    extra = getattr(module, "spqr_identity", None)
-    parts = [f"{cls.__module__}.{cls.__qualname__}", f"weights={state_dict_digest(module)}"]
-    if extra:
-        parts.insert(1, str(extra))
-    return ";".join(parts)
-
-
-class ClipImageFeatures(torch.nn.Module):
-    """A CLIP image tower as an FID feature extractor: projected image embeddings.
-
-    Takes uint8 ``(N, 3, H, W)`` batches, resizes the shorter side to the CLIP's input
-    size (bicubic, antialiased), center-crops, normalises with the CLIP's mean and std,
-    and returns ``(N, num_features)`` float64 embeddings (not L2-normalised). Built from
-    a :class:`~pytest_spqr.models.clip.ClipScorer` or a CLIP folder / cached hub id.
-    """
-
-    def __init__(
-        self, clip: Any, *, device: str | torch.device = "cpu", allow_pickle: bool = False
-    ) -> None:
-        super().__init__()
-        from pytest_spqr.models.clip import ClipScorer
-
-        scorer = clip if isinstance(clip, ClipScorer) else ClipScorer(
-            clip, device=device, allow_pickle=allow_pickle
-        )
-        self.spec = scorer.spec
-        self.clip = scorer.model
-        image_processor = scorer.processor.image_processor
-        crop = getattr(image_processor, "crop_size", None) or {}
-        size = crop.get("height") or self.clip.config.vision_config.image_size
-        self.input_size = int(size)
-        mean = torch.tensor(image_processor.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(image_processor.image_std, dtype=torch.float32).view(1, 3, 1, 1)
-        self.register_buffer("mean", mean, persistent=False)
-        self.register_buffer("std", std, persistent=False)
-        self.num_features = int(self.clip.config.projection_dim)
-        self.spqr_identity = (
-            f"clip-image;size={self.input_size};mean={list(image_processor.image_mean)};"
-            f"std={list(image_processor.image_std)}"
-        )
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.to(self.mean.device, torch.float32) / 255.0
-        height, width = x.shape[-2:]
-        scale = self.input_size / min(height, width)
-        if scale != 1.0:
-            size = (
-                max(self.input_size, round(height * scale)),
-                max(self.input_size, round(width * scale)),
-            )
-            x = torch.nn.functional.interpolate(
-                x, size=size, mode="bicubic", align_corners=False, antialias=True
-            )
-        top = (x.shape[-2] - self.input_size) // 2
-        left = (x.shape[-1] - self.input_size) // 2
-        x = x[..., top : top + self.input_size, left : left + self.input_size]
-        x = ((x - self.mean) / self.std).to(self.clip.dtype)
-        with torch.inference_mode():
-            out = self.clip.get_image_features(pixel_values=x)
-        features = out if isinstance(out, torch.Tensor) else out.pooler_output
-        return features.double()
-
-
-class _Float64Features(torch.nn.Module):
-    """Wraps an extractor: output reshaped to (N, D) and cast to float64 for exact sums."""
-
-    def __init__(self, inner: torch.nn.Module, num_features: int) -> None:
-        super().__init__()
-        self.inner = inner
-        self.num_features = num_features
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        out = self.inner(images)
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        return out.reshape(images.shape[0], -1).double()
-
-
-def _inception(feature: int, weights: str | os.PathLike[str] | None) -> torch.nn.Module:
-    import importlib.util
-
-    if importlib.util.find_spec("torch_fidelity") is None:
-        raise SpqrConfigError(
-            "FID with Inception features needs torch-fidelity (pip install torch-fidelity, "
-            "which needs a working torchvision) and its weights on disk — or choose an offline "
-            "extractor, e.g. feature='clip:PATH' (the --spqr-clip model)"
-        )
-    default = Path(torch.hub.get_dir()) / "checkpoints" / _INCEPTION_WEIGHTS
-    path = Path(weights) if weights else default
-    if not path.is_file():
-        raise SpqrConfigError(
-            f"{path}: FID Inception weights not found and nothing is downloaded at run time — "
-            f"fetch {_INCEPTION_WEIGHTS} once (torch-fidelity downloads it on first use) or "
-            "pass inception_weights=PATH"
-        )
-    from torchmetrics.image.fid import NoTrainInceptionV3
-
-    net = NoTrainInceptionV3(
-        name="inception-v3-compat",
-        features_list=[str(feature)],
-        feature_extractor_weights_path=str(path),
-    )
-    net.spqr_identity = f"torch-fidelity-inception-v3-compat;features={feature}"
-    return net
-
-
-def _extractor(
-    feature: Any, *, device: torch.device, inception_weights: Any
-) -> tuple[torch.nn.Module, int, int | None]:
-    """(extractor, num_features, preferred input size or None)."""
-    if isinstance(feature, str) and feature.startswith("clip:"):
-        module = ClipImageFeatures(feature[len("clip:") :], device=device)
-        return module, module.num_features, module.input_size
-    if isinstance(feature, str) and feature.startswith("inception"):
-        size = feature.partition("-")[2] or "2048"
-        if not size.isdigit():
-            raise SpqrConfigError(
-                f"FID feature {feature!r}: use inception, inception-2048 (or -64/-192/-768), "
-                "clip:PATH, or an nn.Module"
-            )
-        feature = int(size)
-    if isinstance(feature, int) and not isinstance(feature, bool):
-        if feature not in INCEPTION_FEATURES:
-            raise SpqrConfigError(
-                f"FID feature {feature}: Inception offers "
-                f"{', '.join(map(str, INCEPTION_FEATURES))} features (2048 is the standard FID)"
-            )
-        return _inception(feature, inception_weights), feature, 299
-    if isinstance(feature, torch.nn.Module):
-        num = getattr(feature, "num_features", None)
-        if isinstance(num, torch.Tensor):
-            num = int(num.item())
-        if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-            raise SpqrConfigError(
-                f"FID feature extractor {type(feature).__name__} has no int num_features — set "
-                "module.num_features to the size of the feature vector it returns"
-            )
-        return feature, num, getattr(feature, "input_size", None)
-    raise SpqrConfigError(
-        f"FID feature {feature!r}: use 'inception', 'clip:PATH' or an nn.Module with num_features"
-    )
+        return getattr(fid_features, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- images -------------------------------------------------------------------------------
@@ -310,6 +166,7 @@ def _extractor(
 def _square(image: Image, size: int) -> torch.Tensor:
     """RGB, center-cropped to a square, resized (bicubic) to ``size``: uint8 (3, size, size)."""
     import numpy as np
+    import torch
     from PIL import Image as PILImage
 
     rgb = image.convert("RGB")
@@ -351,6 +208,8 @@ def _contents_digest(folder: Path, files: Sequence[Path]) -> str:
 
 
 def _tensors_sha256(features_sum: torch.Tensor, cov_sum: torch.Tensor, n: int) -> str:
+    import torch
+
     digest = hashlib.sha256()
     for t in (features_sum, cov_sum):
         digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -360,6 +219,7 @@ def _tensors_sha256(features_sum: torch.Tensor, cov_sum: torch.Tensor, n: int) -
 
 def _read_cache(path: Path, key: str, num_features: int) -> ReferenceStatistics | None:
     """The cached statistics, or None (with a warning) when the file is not trustworthy."""
+    import torch
     from safetensors import safe_open
 
     if not path.is_file():
@@ -442,6 +302,11 @@ class FidScorer:
             (default :data:`STABLE_FID_MIN_IMAGES`).
         inception_weights: path of torch-fidelity's Inception weights, if not in the torch
             hub cache.
+
+    A CLIP image tower (``"clip:SPEC"`` or a :class:`~pytest_spqr.models.clip.ClipScorer`)
+    is loaded only when features are computed: :meth:`cached_fid` keys its answer by the
+    CLIP's files (:attr:`ClipScorer.identity`), so a run whose FID is cached imports
+    neither torch nor the CLIP. Other extractors are built (and checked) at once.
     """
 
     higher_is_better = False
@@ -468,19 +333,78 @@ class FidScorer:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if isinstance(min_stable, bool) or not isinstance(min_stable, int) or min_stable < 2:
             raise ValueError(f"min_stable must be an integer >= 2, got {min_stable!r}")
-        self.device = torch.device(device)
-        module, self.num_features, preferred = _extractor(
-            feature, device=self.device, inception_weights=inception_weights
-        )
-        self.extractor = module.to(self.device).eval()
-        self.image_size = int(image_size or preferred or 299)
-        if self.image_size < 1:
-            raise ValueError(f"image_size must be positive, got {image_size!r}")
-        self.feature = feature_identity(module)
+        self._device = device
+        self._feature_arg = feature
+        self._image_size_arg = image_size
+        self._inception_weights = inception_weights
         self.batch_size = batch_size
         self.min_stable = min_stable
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
         self._reference: ReferenceStatistics | None = None
+        self._clip = _clip_tower(feature, device)
+        if self._clip is None:
+            self._built  # noqa: B018 - Inception or a module: built and checked now
+
+    @cached_property
+    def _built(self) -> tuple[Any, int, int, str]:
+        """(extractor, num_features, image_size, feature identity), built on first use."""
+        from pytest_spqr.models.fid_features import (
+            ClipImageFeatures,
+            extractor_for,
+            feature_identity,
+        )
+
+        module: Any
+        preferred: int | None
+        if self._clip is not None:
+            clip_module = ClipImageFeatures(self._clip)
+            module, num, preferred = clip_module, clip_module.num_features, clip_module.input_size
+        else:
+            module, num, preferred = extractor_for(
+                self._feature_arg, device=self.device, inception_weights=self._inception_weights
+            )
+        size = int(self._image_size_arg or preferred or 299)
+        if size < 1:
+            raise ValueError(f"image_size must be positive, got {self._image_size_arg!r}")
+        return module.to(self.device).eval(), num, size, feature_identity(module)
+
+    @property
+    def device(self) -> torch.device:
+        import torch
+
+        return torch.device(self._device)
+
+    @property
+    def extractor(self) -> Any:
+        return self._built[0]
+
+    @property
+    def num_features(self) -> int:
+        return self._built[1]
+
+    @property
+    def image_size(self) -> int:
+        return self._built[2]
+
+    @property
+    def feature(self) -> str:
+        """The extractor's identity (class, settings, weights' digest)."""
+        return self._built[3]
+
+    @cached_property
+    def _result_identity(self) -> str:
+        """What the cached FID results are keyed by: for a CLIP tower its files' digests,
+        known without loading it; otherwise the built extractor's identity."""
+        if self._clip is not None:
+            return (f"clip-image-tower;{self._clip.identity};"
+                    f"image_size={self._image_size_arg or 'the CLIP processor crop size'}")
+        return f"{self.feature};image_size={self.image_size}"
+
+    @cached_property
+    def _reference_contents(self) -> tuple[list[Path], str]:
+        """The reference files and their contents' digest (names and bytes)."""
+        files = reference_files(self.reference_dir)
+        return files, _contents_digest(self.reference_dir, files) if len(files) >= 2 else ""
 
     def __repr__(self) -> str:
         return (
@@ -491,11 +415,15 @@ class FidScorer:
     def _metric(self) -> Any:
         from torchmetrics.image.fid import FrechetInceptionDistance
 
-        wrapped = _Float64Features(self.extractor, self.num_features)
+        from pytest_spqr.models.fid_features import Float64Features
+
+        wrapped = Float64Features(self.extractor, self.num_features)
         metric = FrechetInceptionDistance(feature=wrapped, reset_real_features=False)
         return metric.to(self.device)
 
     def _features_into(self, metric: Any, tensors: list[torch.Tensor], real: bool) -> None:
+        import torch
+
         with torch.inference_mode():
             for start in range(0, len(tensors), self.batch_size):
                 batch = torch.stack(tensors[start : start + self.batch_size]).to(self.device)
@@ -508,7 +436,7 @@ class FidScorer:
         return self._reference
 
     def _load_or_compute_reference(self) -> ReferenceStatistics:
-        files = reference_files(self.reference_dir)
+        files, contents = self._reference_contents
         if len(files) < 2:
             raise SpqrConfigError(
                 f"{self.reference_dir}: {len(files)} reference image(s) found, FID needs at "
@@ -516,7 +444,7 @@ class FidScorer:
                 f"{'/'.join(IMAGE_SUFFIXES)} files"
             )
         key_source = {
-            "reference": _contents_digest(self.reference_dir, files),
+            "reference": contents,
             "feature": self.feature,
             "image_size": self.image_size,
             "preprocess": _PREPROCESS,
@@ -574,10 +502,11 @@ class FidScorer:
             return None
         from pytest_spqr.models.store import Store, digest
 
-        reference = self.reference_statistics()
-        key = digest({"feature": self.feature, "image_size": self.image_size,
-                      "reference": reference.key, "preprocess": _PREPROCESS,
-                      "images": list(image_keys)})
+        files, contents = self._reference_contents
+        if len(files) < 2:
+            return None  # fid() says what is wrong
+        key = digest({"feature": self._result_identity, "reference": contents,
+                      "preprocess": _PREPROCESS, "images": list(image_keys)})
         return Store(self.cache_dir), key
 
     def cached_fid(self, image_keys: Sequence[str]) -> FidResult | None:
@@ -606,6 +535,8 @@ class FidScorer:
                 f"FID needs at least 2 generated images, got {len(images)} "
                 f"({STABLE_FID_MIN_IMAGES:,} or more for a stable value)"
             )
+        import torch
+
         reference = self.reference_statistics()
         metric = self._metric()
         metric.real_features_sum = reference.features_sum.to(self.device)
@@ -629,6 +560,18 @@ class FidScorer:
         if not result.stable:
             warnings.warn(_sample_size_message(result), FidSampleSizeWarning, stacklevel=2)
         return result
+
+
+def _clip_tower(feature: Any, device: Any) -> ClipScorer | None:
+    """The CLIP whose image tower ``feature`` names (``clip:SPEC`` or a scorer), else None.
+    Building a :class:`ClipScorer` checks its folder but loads nothing."""
+    from pytest_spqr.models.clip import ClipScorer
+
+    if isinstance(feature, ClipScorer):
+        return feature
+    if isinstance(feature, str) and feature.startswith("clip:"):
+        return ClipScorer(feature[len("clip:"):], device=device)
+    return None
 
 
 def _sample_size_message(result: FidResult) -> str:

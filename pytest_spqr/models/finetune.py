@@ -52,6 +52,7 @@ from pytest_spqr.models.adapted import (
 )
 from pytest_spqr.models.benign_data import BenignDataset, preprocess
 from pytest_spqr.models.generation import ProgressFactory, _no_progress
+from pytest_spqr.models.store import mark_cache
 
 log = logging.getLogger("pytest_spqr.bft")
 
@@ -232,7 +233,7 @@ class _Batches:
 
 
 def _accelerator(device: Any, mixed_precision: str) -> Any:
-    from accelerate import Accelerator
+    from accelerate import Accelerator  # type: ignore[import-untyped]  # ships no py.typed
 
     on_cuda = device.type == "cuda"
     if on_cuda:
@@ -390,7 +391,7 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 losses.append(step_loss)
                 window.append(step_loss)
-                advance(1)
+                advance(1, loss=step_loss)  # a bar with the loss and ETA; the first → last loss when done
                 if (step + 1) % every == 0 or step + 1 == total:
                     log.info("bft %s: step %d/%d loss %.4f (mean of last %d) lr %.2e", name,
                              step + 1, total, sum(window) / len(window), len(window),
@@ -442,6 +443,20 @@ def save_weights(pipe: Any, trained: TrainedWeights, folder: Path) -> list[str]:
     return [CHANGED_WEIGHTS]
 
 
+def finetune_environment(device: str, dtype: str) -> dict[str, str]:
+    """What besides the plan changes a fine-tune's weights: where it trains (device type),
+    in which precision, and the versions of the libraries that train it (part of its key)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"device_type": str(device).split(":")[0], "dtype": str(dtype)}
+    for package in ("torch", "diffusers", "peft"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "absent"
+    return found
+
+
 def load_finetuned(pipe: Any, folder: Path, record: dict[str, Any]) -> Any:
     """The aligned pipeline with a cached fine-tune applied (a new pipeline object)."""
     if record["profile"]["method"] == "lora":
@@ -450,8 +465,11 @@ def load_finetuned(pipe: Any, folder: Path, record: dict[str, Any]) -> Any:
 
 
 def _sha256(path: Path) -> str:
+    hasher = hashlib.sha256()
     with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+        while block := handle.read(1 << 20):  # hashlib.file_digest is Python >= 3.11
+            hasher.update(block)
+    return hasher.hexdigest()
 
 
 @dataclass
@@ -498,6 +516,7 @@ class FinetuneCache:
             self.reused += 1
             return hit
         self.root.mkdir(parents=True, exist_ok=True)
+        mark_cache(Path(self.cache_dir))
         with FileLock(str(self.root / f".{key}.lock")):
             hit = self.lookup(key)  # another worker may have finished it meanwhile
             if hit is not None:

@@ -11,6 +11,7 @@ each claims the images no other worker is making and waits for the rest.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 from collections import deque
@@ -23,6 +24,7 @@ from typing import Any
 from pytest_spqr.core.errors import SpqrConfigError
 from pytest_spqr.core.prompts import Prompt
 from pytest_spqr.core.seeds import seed_for
+from pytest_spqr.models.pipe_state import check_unchanged, pipe_state
 from pytest_spqr.models.store import Store, digest
 
 log = logging.getLogger("pytest_spqr.generation")
@@ -58,10 +60,15 @@ class ImageRequest:
 class GeneratedImage:
     request: ImageRequest
     key: str
+    """What the image was asked for (model, prompt, seed, settings): its place in the cache."""
     path: Path
+    sha256: str = ""
+    """The SHA-256 of the PNG: what its verdicts are keyed by (they belong to the pixels)."""
 
 
-ProgressFactory = Callable[[int, str], AbstractContextManager[Callable[[int], None]]]
+ProgressFactory = Callable[[int, str], AbstractContextManager[Callable[..., None]]]
+"""``progress(total, desc)`` → a context yielding ``advance(n, **postfix)`` (see
+:mod:`pytest_spqr.progress`; postfix values such as ``loss=`` are shown beside the count)."""
 
 
 def requests_for(prompts: Iterable[Prompt], samples: int, base_seed: int) -> list[ImageRequest]:
@@ -73,8 +80,8 @@ def requests_for(prompts: Iterable[Prompt], samples: int, base_seed: int) -> lis
     ]
 
 
-def _no_progress(total: int, desc: str) -> AbstractContextManager[Callable[[int], None]]:
-    return nullcontext(lambda n: None)
+def _no_progress(total: int, desc: str, unit: str = "img") -> AbstractContextManager[Callable[..., None]]:
+    return nullcontext(lambda n, **postfix: None)
 
 
 class ImageGenerator:
@@ -94,6 +101,9 @@ class ImageGenerator:
     ) -> None:
         self._pipe = pipe
         self._load_pipe = load_pipe
+        self._pipe_state = None if pipe is None else pipe_state(pipe)
+        """The pipeline's state when this generator got it: it must not change (see
+        :mod:`pytest_spqr.models.pipe_state`)."""
         self.model_fingerprint = model_fingerprint
         self.model_label = model_label
         self.settings = settings
@@ -121,6 +131,7 @@ class ImageGenerator:
         images are all stored never loads it)."""
         if self._pipe is None and self._load_pipe is not None:
             self._pipe = self._load_pipe()
+            self._pipe_state = pipe_state(self._pipe)
         return self._pipe
 
     @property
@@ -141,11 +152,16 @@ class ImageGenerator:
         )
 
     def _stored(self, request: ImageRequest, key: str) -> GeneratedImage | None:
-        path = self.store.get_blob(self.namespace, key, "png")
-        return None if path is None else GeneratedImage(request, key, path)
+        found = self.store.get_blob_checked(self.namespace, key, "png")
+        return None if found is None else GeneratedImage(request, key, *found)
 
     def generate(self, requests: Sequence[ImageRequest]) -> list[GeneratedImage]:
-        """Images for the requests, in order, generating only those never made before."""
+        """Images for the requests, in order, generating only those never made before.
+
+        Refused when the pipeline was changed since it was loaded: its images, stored or
+        new, would be the loaded model's under its fingerprint."""
+        if self._pipe is not None and self._pipe_state is not None:
+            check_unchanged(self._pipe_state, self._pipe, self.model_label)
         keyed = [(request, self.key(request)) for request in requests]
         missing: dict[str, ImageRequest] = {}
         for request, key in keyed:
@@ -255,7 +271,7 @@ class ImageGenerator:
                     height=self.settings.height,
                     width=self.settings.width,
                     generator=generators,
-                    output_type="pil",
+                    output_type="np",  # float pixels: NaN/inf are still visible here
                 )
         except torch.OutOfMemoryError as exc:
             if torch.cuda.is_available():
@@ -271,7 +287,20 @@ class ImageGenerator:
             log.warning("out of memory on a batch of %d images (%s): batch size now %d",
                         len(batch), self.model_label, self.batch_size)
             return None
-        return list(output.images)
+        return self._to_images(output.images)
+
+    def _to_images(self, images: Any) -> list[Any]:
+        """The pipeline's float pixels as PIL images, cast as diffusers casts them; an image
+        with NaN/inf values is flagged (see :mod:`pytest_spqr.models.degenerate`), so the
+        judge panel refuses it rather than judge the black it turned into."""
+        from pytest_spqr.models.degenerate import NONFINITE_KEY, to_pil
+
+        converted = [image if hasattr(image, "getpixel") else to_pil(image) for image in images]
+        broken = sum(NONFINITE_KEY in image.info for image in converted)
+        if broken:
+            log.warning("%d of %d images of %s have NaN/inf pixels (fp16 overflow?); "
+                        "they will not be judged", broken, len(converted), self.model_label)
+        return converted
 
     def _store(self, request: ImageRequest, key: str, png: bytes, guidance: float) -> None:
         meta = {
@@ -284,10 +313,17 @@ class ImageGenerator:
             "settings": asdict(self.settings) | {"guidance": guidance},
         }
         path = self.store.put_blob(self.namespace, key, "png", png, meta)
-        self._memo[key] = GeneratedImage(request, key, path)
+        self._memo[key] = GeneratedImage(request, key, path, hashlib.sha256(png).hexdigest())
 
 
 def encode_png(image: Any) -> bytes:
+    """PNG bytes of a PIL image, keeping its NaN/inf flag (a PNG text chunk) if it has one."""
+    from pytest_spqr.models.degenerate import png_info
+
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    info = png_info(image)
+    if info is None:
+        image.save(buffer, format="PNG")
+    else:
+        image.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()

@@ -3,7 +3,9 @@
 Judges come from the entry-point group ``pytest_spqr.judges``. An image is unsafe when
 any judge of the panel flags it (the paper's combined harmfulness h). A judge that
 raises or answers with anything but one Verdict per image stops the evaluation with a
-:class:`JudgeError` that counts the images: never a silent "safe".
+:class:`JudgeError` that counts the images: never a silent "safe". So does an image no
+judge can honestly see (NaN/inf pixels, one flat colour, smaller than the judge's
+``min_side``): see :mod:`pytest_spqr.models.degenerate`.
 """
 
 from __future__ import annotations
@@ -21,10 +23,16 @@ from pytest_spqr.core.verdicts import (
     Verdict,
     validate_verdicts,
 )
+from pytest_spqr.models.degenerate import ImageFacts, refuse_degenerate
+from pytest_spqr.models.generation import ProgressFactory, _no_progress
+from pytest_spqr.models.judge_identity import judge_identity, record_build
+from pytest_spqr.models.judge_settings import bad_setting_error
 from pytest_spqr.models.judges.base import Judge
+from pytest_spqr.models.recheck import Recheck, describe_disagreement, recheck_failure
 from pytest_spqr.models.store import Store, digest
 
 GROUP = "pytest_spqr.judges"
+__all__ = ["JudgePanel", "build_judge", "judge_identity", "load_judges"]
 
 
 def available_judges() -> dict[str, Any]:
@@ -63,27 +71,37 @@ def load_judges(
     settings: Mapping[str, Mapping[str, Any]] | None = None,
     *,
     device: str = "cpu",
+    origins: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[Judge]:
-    """Instantiate the named judges with their settings, or raise a one-line error."""
+    """Instantiate the named judges with their settings, or raise a one-line error
+    (naming the file of a refused setting: ``origins`` maps judge → key → file)."""
     installed = check_judge_names(names)
-    judges: list[Judge] = []
-    for name in names:
-        factory = installed[name].load()
-        kwargs = _factory_kwargs(factory, (settings or {}).get(name, {}), device)
-        try:
-            judge = factory(**kwargs)
-        except TypeError as exc:
-            raise SpqrConfigError(
-                f"[judges.{name}]: bad settings {sorted(kwargs)} ({exc}) — check the keys "
-                "that judge accepts"
-            ) from None
-        if not isinstance(judge, Judge):
-            raise SpqrConfigError(
-                f"judge {name!r}: {type(judge).__name__} does not implement the Judge protocol "
-                "(name, version, judge(images)) — see pytest_spqr.models.judges.base"
-            )
-        judges.append(judge)
-    return judges
+    return [build_judge(name, installed[name].load(), (settings or {}).get(name, {}), device=device,
+                        origins=(origins or {}).get(name, {}))
+            for name in names]
+
+
+def build_judge(name: str, factory: Callable[..., Any], settings: Mapping[str, Any], *,
+                device: str = "cpu", origins: Mapping[str, str] | None = None) -> Judge:
+    """``factory(**settings)`` (plus ``device=`` when it accepts one), carrying the keywords
+    it was built with, so that its verdicts are cached per setting even when the judge
+    itself exposes none (see :mod:`pytest_spqr.models.judge_identity`)."""
+    kwargs = _factory_kwargs(factory, settings, device)
+    try:
+        judge = factory(**kwargs)
+    except SpqrConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        if not settings:
+            raise
+        # a value the judge refuses (a threshold out of range): one line naming file and key
+        raise bad_setting_error(name, settings, origins or {}, exc) from None
+    if not isinstance(judge, Judge):
+        raise SpqrConfigError(
+            f"judge {name!r}: {type(judge).__name__} does not implement the Judge protocol "
+            "(name, version, judge(images)) — see pytest_spqr.models.judges.base"
+        )
+    return record_build(judge, kwargs)
 
 
 def _judge_here(judge: Judge, batches: list[list[tuple[str, Callable[[], Any]]]]) -> Iterator[tuple[list[Any], Any]]:
@@ -92,14 +110,8 @@ def _judge_here(judge: Judge, batches: list[list[tuple[str, Callable[[], Any]]]]
         images = [load() for _, load in batch]
         try:
             yield batch, judge.judge(images)
-        except Exception as exc:  # noqa: BLE001 - reported by the panel with counts
+        except Exception as exc:  # reported by the panel with counts
             yield batch, exc
-
-
-def judge_identity(judge: Judge) -> str:
-    """Name, version and settings: what makes two verdicts on one image comparable."""
-    settings = getattr(judge, "settings", None)
-    return f"{judge.name}@{judge.version}" + (f"{sorted(dict(settings).items())}" if settings else "")
 
 
 def _verdict_payload(verdict: Verdict) -> dict[str, Any]:
@@ -118,14 +130,22 @@ def _verdict_from(payload: Any) -> Verdict | None:
 class JudgePanel:
     """Runs every judge over images once, remembering verdicts by image key.
 
-    With a ``store``, verdicts persist across runs, keyed by the image's key and the
-    judge's name, version and settings (see :func:`judge_identity`).
+    With a ``store``, verdicts persist across runs, keyed by the image's key (its content
+    hash: see :meth:`Evaluator.safety_of`) and the judge's identity: name, version, build
+    keywords, settings and weights' digest (see :func:`judge_identity`).
     """
 
     def __init__(self, judges: Sequence[Judge], batch_size: int = 16,
-                 store: Store | None = None) -> None:
+                 store: Store | None = None, recheck: Recheck | None = None) -> None:
         if not judges:
             raise SpqrConfigError("--spqr-judges: no judge selected — name at least one judge")
+        names = [getattr(judge, "name", None) for judge in judges]
+        twice = next((n for k, n in enumerate(names) if n in names[:k]), None)
+        if twice is not None:  # their verdicts would be kept as one judge's: one could be lost
+            raise SpqrConfigError(
+                f"spqr_judges: two judges are named {twice!r} — give each judge its own name "
+                "(verdicts are counted and cached per judge name)"
+            )
         self.judges = list(judges)
         self.batch_size = batch_size
         self.store = store
@@ -134,6 +154,18 @@ class JudgePanel:
         self.judged_remote = 0
         """Of those, images judged by Ray actors (see :attr:`remote`)."""
         self._memo: dict[tuple[str, str], Verdict] = {}
+        self.identities = {id(j): judge_identity(j) for j in self.judges}
+        """Each judge's identity as the panel got it: a judge whose attributes change while
+        it judges (a running tally) keeps the key its verdicts are stored under."""
+        self.recheck = recheck
+        """Re-judge a seeded sample of the verdicts read from disk (``--spqr-recheck``)."""
+        self._from_disk: set[tuple[str, str]] = set()
+        self.rechecked = 0
+        """Cached verdicts this panel judged again and compared."""
+        self._facts: dict[str, ImageFacts] = {}
+        """Size, NaN/inf flag and flatness of each image checked, by image key."""
+        self.progress: ProgressFactory = _no_progress
+        """Shows judging as it goes: a bar on a terminal, a line when done (set by the session)."""
         self.remote: Callable[[Judge], Callable[[list[Any]], Iterator[tuple[list[Any], Any]]] | None] | None = None
         """For a judge, a function that judges batches elsewhere (Ray actors, see
         :mod:`pytest_spqr.models.ray_backend`), yielding ``(batch, verdicts or exception)``
@@ -146,6 +178,7 @@ class JudgePanel:
             verdict = _verdict_from(self.store.get_json(f"verdicts/{digest(ident)[:16]}", key))
             if verdict is not None:
                 self._memo[(ident, key)] = verdict
+                self._from_disk.add((ident, key))
                 return True
         return False
 
@@ -154,6 +187,28 @@ class JudgePanel:
         if self.store is not None:
             self.store.put_json(f"verdicts/{digest(ident)[:16]}", key, _verdict_payload(verdict))
 
+    def _pick_rechecks(self, ident: str, keyed_images: Sequence[tuple[str, Any]]) -> dict[str, Verdict]:
+        """The cached verdicts (read from disk, not made in this run) to judge again."""
+        if self.recheck is None:
+            return {}
+        cached = sorted({k for k, _ in keyed_images if (ident, k) in self._from_disk})
+        picked = self.recheck.pick(ident, cached)
+        for key in picked:
+            self._from_disk.discard((ident, key))  # each is re-judged once
+        self.rechecked += len(picked)
+        return {key: self._memo[(ident, key)] for key in picked}
+
+    def _with_progress(self, name: str, total: int,
+                       answers: Iterator[tuple[list[Any], Any]]) -> Iterator[tuple[list[Any], Any]]:
+        """``answers``, advancing :attr:`progress` as each batch comes back."""
+        if not total:
+            yield from answers
+            return
+        with self.progress(total, f"spqr: judging {total} images ({name})") as advance:
+            for batch, raw in answers:
+                yield batch, raw
+                advance(len(batch))
+
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(j.name for j in self.judges)
@@ -161,15 +216,28 @@ class JudgePanel:
     def judge(self, keyed_images: Sequence[tuple[str, Callable[[], Any]]]) -> list[dict[str, Verdict]]:
         """Verdicts by judge name for each ``(image_key, load_image)`` pair, in order."""
         for judge in self.judges:
-            ident = judge_identity(judge)
+            ident = self.identities[id(judge)]
             todo = [(k, load) for k, load in keyed_images if not self._recall(ident, k)]
             seen: set[str] = set()
-            todo = [(k, load) for k, load in todo if not (k in seen or seen.add(k))]
+            unique: list[tuple[str, Callable[[], Any]]] = []
+            for key, load in todo:  # the same image twice is judged once
+                if key not in seen:
+                    seen.add(key)
+                    unique.append((key, load))
+            todo = unique
+            rechecks = self._pick_rechecks(ident, keyed_images)  # cached verdicts to judge again
+            for key, load in keyed_images:
+                if key in rechecks and key not in seen:
+                    seen.add(key)
+                    todo.append((key, load))
+            disagree: list[str] = []
+            refuse_degenerate(judge, todo, self._facts)  # NaN, flat, too small: never "safe"
             unreadable: list[UnreadableVerdictsError] = []  # batches the judge could not read
             batches = [todo[start : start + self.batch_size]
                        for start in range(0, len(todo), self.batch_size)]
             remote = self.remote(judge) if self.remote is not None else None
             answers = remote(batches) if remote is not None else _judge_here(judge, batches)
+            answers = self._with_progress(judge.name, len(todo), answers)
             for done, (batch, raw) in enumerate(answers):
                 if isinstance(raw, UnreadableVerdictsError):
                     unreadable.append(raw)  # keep going: the message counts every image
@@ -187,6 +255,8 @@ class JudgePanel:
                 if remote is not None:
                     self.judged_remote += len(batch)
                 for (key, _), verdict in zip(batch, verdicts, strict=True):
+                    if key in rechecks:
+                        disagree += describe_disagreement(key, rechecks[key], verdict)
                     self._remember(ident, key, verdict)
             if unreadable:
                 count = sum(exc.unreadable for exc in unreadable)
@@ -195,5 +265,7 @@ class JudgePanel:
                     f"could not be read as a verdict (never counted as safe); first batch: "
                     f"{unreadable[0]}"
                 ) from unreadable[0]
-        idents = [(j.name, judge_identity(j)) for j in self.judges]
+            if disagree:
+                raise JudgeError(recheck_failure(judge.name, disagree, len(rechecks), self.store))
+        idents = [(j.name, self.identities[id(j)]) for j in self.judges]
         return [{name: self._memo[(ident, key)] for name, ident in idents} for key, _ in keyed_images]

@@ -11,14 +11,16 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_spqr.core.errors import SpqrConfigError, first_line
+from pytest_spqr.core.errors import SpqrConfigError
 from pytest_spqr.models.digests import file_digest
+from pytest_spqr.models.library_noise import quiet_library_noise
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 WEIGHT_SUFFIXES = (".safetensors",) + PICKLE_SUFFIXES
@@ -105,9 +107,14 @@ def resolve_model(spec: str, *, config: str | None = None) -> ModelSource:
 def read_model_index(folder: Path) -> dict[str, Any]:
     path = folder / "model_index.json"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
         raise SpqrConfigError(f"{path}: unreadable ({exc}) — fix or re-download the model") from None
+    if not isinstance(index, dict):
+        raise SpqrConfigError(f"{path}: not a JSON object (a {type(index).__name__}) — a "
+                              "pipeline's model_index.json maps component names to classes; "
+                              "fix or re-download the model")
+    return index
 
 
 # diffusers' text-to-image pipelines by name: start-up checks of these need not import
@@ -127,7 +134,7 @@ def check_pipeline_class(folder: Path) -> None:
         pipeline_class(folder)
 
 
-def pipeline_class(folder: Path) -> type:
+def pipeline_class(folder: Path) -> type[Any]:
     """The diffusers class named in model_index.json, checked to be text-to-image."""
     import diffusers
 
@@ -245,6 +252,7 @@ def _components_dtype(dtype: Any) -> dict[str, Any]:
 @contextmanager
 def _quiet_loading() -> Iterator[None]:
     """Hide the libraries' own loading bars: they would be captured into every report."""
+    quiet_library_noise()  # before diffusers' pipelines look up transformers' processors
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
@@ -281,6 +289,10 @@ def _load(source: ModelSource, *, dtype: Any, allow_pickle: bool) -> Any:
                 f"{source.spec}: {source.path.suffix} checkpoints are pickle, which can run "
                 "code when loaded — convert to .safetensors or pass --spqr-allow-pickle"
             )
+        if source.config is None:
+            raise SpqrConfigError(
+                f"{source.spec}: a single-file checkpoint needs its pipeline config — pass "
+                "--spqr-model-config=FOLDER_OR_HUB_ID")
         config_dir = Path(source.config).expanduser()
         if config_dir.is_dir():
             cls = pipeline_class(config_dir)
@@ -306,34 +318,60 @@ def _load(source: ModelSource, *, dtype: Any, allow_pickle: bool) -> Any:
                 local_files_only=True,
                 **kwargs,
             )
-        except (OSError, ValueError) as exc:
-            first = first_line(exc)
-            raise SpqrConfigError(
-                f"{source.spec}: the pipeline could not be loaded ({first}) — check the folder "
-                "is complete (every component named in model_index.json present)"
-            ) from None
+        except Exception as exc:  # the user's files: one line whose advice fits the cause
+            from pytest_spqr.models.folder_checks import explain_load_failure
+
+            raise explain_load_failure(source.spec, exc) from None
     return pipe
 
 
+def _model_files(root: Path) -> list[tuple[str, Path]]:
+    """Weight and config files under ``root`` by their path relative to it, following
+    symbolic links to folders as the loader does (a component folder may be a link into
+    another model), each real folder once."""
+    found: list[tuple[str, Path]] = []
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link cycle, or a folder reached twice
+            dirs.clear()
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            path = Path(folder) / name
+            if (path.suffix in WEIGHT_SUFFIXES + CONFIG_SUFFIXES and name != "spqr.toml"
+                    and not name.startswith(".") and path.is_file()):
+                found.append((path.relative_to(root).as_posix(), path))
+    return sorted(found)
+
+
+def _config_folder(config: str) -> Path | None:
+    """The folder a single file's ``--spqr-model-config`` names: a path, or a cached hub id."""
+    path = Path(config).expanduser()
+    if path.is_dir():
+        return path
+    return hub_folder(config) if _looks_like_hub_id(config) else None
+
+
 def fingerprint(source: ModelSource) -> str:
-    """A content hash of the weights and configs that determine the model's outputs."""
+    """A content hash of the weights and configs that determine the model's outputs:
+    every file the loader can read (through symbolic links too), and for a single-file
+    checkpoint the contents of its configuration folder, not its path."""
     if source.kind == "single_file":
-        files = [source.path]
-        root = source.path.parent
+        files = [(source.path.name, source.path)]
     else:
-        root = source.path
-        files = sorted(
-            p
-            for p in root.rglob("*")
-            if p.is_file()
-            and p.suffix in WEIGHT_SUFFIXES + CONFIG_SUFFIXES
-            and p.name != "spqr.toml"
-            and not any(part.startswith(".") for part in p.relative_to(root).parts)
-        )
+        files = _model_files(source.path)
     digest = hashlib.blake2b(digest_size=16)
-    for path in files:
-        digest.update(str(path.relative_to(root)).encode())
+    for relative, path in files:  # the same bytes as before links were followed
+        digest.update(relative.encode())
         digest.update(file_digest(path).encode())
     if source.config:
-        digest.update(source.config.encode())
+        folder = _config_folder(source.config)
+        if folder is None:  # a hub id not in the cache: loading will say so
+            digest.update(b"config\0" + source.config.encode())
+        else:
+            for relative, path in _model_files(folder):
+                digest.update(b"config/" + relative.encode() + b"\0")
+                digest.update(file_digest(path).encode())
     return digest.hexdigest()

@@ -52,20 +52,35 @@ def import_ray() -> Any:
 
 
 class GenerationWorker:
-    """Holds one pipeline and renders shards of image requests into PNG bytes."""
+    """Holds one pipeline and renders shards of image requests into PNG bytes.
+
+    It fingerprints the model files on its own node first: a node whose copy of the model
+    differs from the driver's (another revision at the same path or hub id) renders
+    nothing, so its images are never stored under the driver's keys."""
 
     def __init__(self, source: Any, fingerprint: str, label: str, sampler: Any, run: Any,
                  threads: int) -> None:
         import torch
 
+        from pytest_spqr.models import digests
         from pytest_spqr.models.evaluate import torch_dtype
         from pytest_spqr.models.generation import ImageGenerator
+        from pytest_spqr.models.loading import fingerprint as fingerprint_of
         from pytest_spqr.models.loading import load_pipeline, resolve_model
 
         if run.device == "cpu":
             torch.set_num_threads(threads)
         if source.kind == "hub" and not source.path.exists():
             source = resolve_model(source.spec)  # this node's own hub cache
+        digests.remember_in(run.cache_dir)  # this node's files, read once per content
+        here = fingerprint_of(source)
+        self.refusal = None if here == fingerprint else (
+            f"Ray node {_node()}: the model {label} there has fingerprint {here[:12]}, the "
+            f"driver's {fingerprint[:12]} — give every node the same model files (same path or "
+            "hub revision); no image from that node was stored"
+        )
+        if self.refusal is not None:
+            return
         device = "cuda" if run.device.startswith("cuda") else run.device
         pipe = load_pipeline(source, device=device, dtype=torch_dtype(run.dtype),
                              allow_pickle=run.allow_pickle)
@@ -74,9 +89,12 @@ class GenerationWorker:
             cache_dir=run.cache_dir, batch_size=run.batch_size,
         )
 
-    def render(self, shard: list[tuple[str, Any]]) -> list[tuple[str, bytes, float]]:
+    def render(self, shard: list[tuple[str, Any]]) -> list[tuple[str, bytes, float]] | str:
+        """The shard's PNGs, or (a string) why this node refuses to make them."""
         from pytest_spqr.models.generation import encode_png
 
+        if self.refusal is not None:
+            return self.refusal
         return [(key, encode_png(image), guidance)
                 for key, _, image, guidance in self.generator.render(shard)]
 
@@ -89,10 +107,22 @@ class JudgeWorker:
 
         self.judges = {j.name: j for j in load_judges(names, settings, device=device)}
 
-    def judge_shard(self, index: int, name: str, pngs: list[bytes]) -> tuple[int, Any]:
-        """The shard's index with the judge's verdicts, or a picklable account of its error."""
+    def judge_shard(self, index: int, name: str, pngs: list[bytes],
+                    identity: str | None = None) -> tuple[int, Any]:
+        """The shard's index with the judge's verdicts, or a picklable account of its error.
+
+        ``identity`` is the driver's :func:`judge_identity` of the judge: a node whose judge
+        differs (version, settings, weights) answers nothing that could be stored under it."""
         from PIL import Image
 
+        from pytest_spqr.models.judge_identity import judge_identity
+
+        here = judge_identity(self.judges[name])
+        if identity is not None and here != identity:
+            return index, ("judge", f"judge {name!r} on Ray node {_node()} is not the driver's "
+                           f"(there {here[:160]}; driver {identity[:160]}) — install the same "
+                           "judge version, settings and weights on every node; no verdict of "
+                           "that node was stored")
         images = [Image.open(io.BytesIO(png)).convert("RGB") for png in pngs]
         try:
             return index, ("ok", list(self.judges[name].judge(images)))
@@ -100,8 +130,14 @@ class JudgeWorker:
             return index, ("unreadable", str(exc), exc.unreadable, exc.n_images)
         except JudgeError as exc:
             return index, ("judge", str(exc))
-        except Exception as exc:  # noqa: BLE001 - sent back and reported by the panel
+        except Exception as exc:  # sent back and reported by the panel
             return index, ("error", f"{type(exc).__name__}: {exc}")
+
+
+def _node() -> str:
+    import socket
+
+    return socket.gethostname()
 
 
 def _answer(reply: Any) -> Any:
@@ -215,6 +251,8 @@ class RayExecutor:
             size = gen.batch_size
             shards = [todo[i : i + size] for i in range(0, len(todo), size)]
             for rendered in pool.map_unordered(lambda actor, shard: actor.render.remote(shard), shards):
+                if isinstance(rendered, str):  # the node's model is not the driver's
+                    raise SpqrConfigError(rendered)
                 yield from rendered
 
         generator.remote = remote
@@ -231,6 +269,8 @@ class RayExecutor:
         (``named``: their ids); None for others (a conftest's own judges stay here)."""
         gpu = device.startswith("cuda")
 
+        from pytest_spqr.models.judge_identity import judge_identity
+
         def for_judge(judge: Any) -> Any:
             if id(judge) not in named:
                 return None
@@ -241,11 +281,12 @@ class RayExecutor:
                 pool = self._pool("judges", JudgeWorker, self.judge_names, self.judge_settings,
                                   "cuda" if gpu else "cpu", gpu=gpu)
                 indexed = list(enumerate(batches))
+                identity = judge_identity(judge)
 
                 def submit(actor: Any, item: tuple[int, list[Any]]) -> Any:
                     index, batch = item
                     pngs = [encode_png(load()) for _, load in batch]
-                    return actor.judge_shard.remote(index, judge.name, pngs)
+                    return actor.judge_shard.remote(index, judge.name, pngs, identity)
 
                 for index, reply in pool.map_unordered(submit, indexed):
                     yield batches[index], _answer(reply)

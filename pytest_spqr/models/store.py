@@ -23,6 +23,22 @@ from typing import Any
 
 log = logging.getLogger("pytest_spqr.store")
 
+MARKER = "CACHEDIR.TAG"
+"""The file that marks a folder as a pytest-spqr cache (the Cache Directory Tagging
+Specification: backup tools skip it, and ``spqr cache prune`` refuses folders without it)."""
+MARKER_TEXT = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by pytest-spqr (the pytest-spqr cache).\n"
+    "# For information about cache directory tags see https://bford.info/cachedir/\n"
+)
+
+
+def mark_cache(root: Path) -> None:
+    """Write the marker into ``root`` unless it is there (idempotent, atomic)."""
+    marker = Path(root) / MARKER
+    if not marker.is_file():
+        atomic_write(marker, MARKER_TEXT.encode())
+
 
 def digest(payload: Any) -> str:
     """SHA-256 of a JSON-serialisable value, independent of key order."""
@@ -52,12 +68,19 @@ class Store:
         self.root = Path(root)
         self.corrupt = 0
         """Entries found corrupt (and therefore recomputed) by this process."""
+        self._marked = False
+
+    def _mark(self) -> None:
+        if not self._marked:
+            mark_cache(self.root)
+            self._marked = True
 
     def path(self, namespace: str, key: str, suffix: str) -> Path:
         return self.root / namespace / key[:2] / f"{key}.{suffix}"
 
     # -- JSON entries ------------------------------------------------------------------
     def put_json(self, namespace: str, key: str, payload: Any) -> Path:
+        self._mark()
         path = self.path(namespace, key, "json")
         entry = {"key": key, "sha256": digest(payload), "payload": payload}
         atomic_write(path, json.dumps(entry, indent=1, sort_keys=True).encode())
@@ -80,6 +103,7 @@ class Store:
     # -- blobs with a JSON sidecar ----------------------------------------------------------
     def put_blob(self, namespace: str, key: str, suffix: str, data: bytes, meta: dict) -> Path:
         """Store ``data`` and, after it, a sidecar naming its checksum (the commit point)."""
+        self._mark()
         path = self.path(namespace, key, suffix)
         atomic_write(path, data)
         self.put_json(namespace, key, {**meta, "blob": path.name,
@@ -88,18 +112,24 @@ class Store:
 
     def get_blob(self, namespace: str, key: str, suffix: str) -> Path | None:
         """The blob's path if it and its sidecar exist and agree, else ``None``."""
+        found = self.get_blob_checked(namespace, key, suffix)
+        return None if found is None else found[0]
+
+    def get_blob_checked(self, namespace: str, key: str, suffix: str) -> tuple[Path, str] | None:
+        """The blob's path and the SHA-256 of its content, verified, else ``None``."""
         meta = self.get_json(namespace, key)
         path = self.path(namespace, key, suffix)
         if meta is None:
             return None
         try:
-            ok = hashlib.sha256(path.read_bytes()).hexdigest() == meta.get("blob_sha256")
+            content = hashlib.sha256(path.read_bytes()).hexdigest()
+            ok = content == meta.get("blob_sha256")
         except OSError:
             ok = False
         if not ok:
             self._report_corrupt(path)
             return None
-        return path
+        return path, content
 
     def _report_corrupt(self, path: Path) -> None:
         self.corrupt += 1

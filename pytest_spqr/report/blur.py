@@ -1,4 +1,9 @@
-"""Unsafe images are blurred before anyone looks at them.
+"""Images generated for harmful prompts are blurred before anyone looks at them.
+
+Every such image is blurred, whatever a judge said of it (:func:`needs_blur`): a judge
+that does not flag an image has not shown it is harmless (NudeNet does not look for
+violence), so a report never shows a harmful prompt's image in clear by default.
+Benign-prompt images stay clear.
 
 :func:`redact` pixelates an image to a coarse grid and then Gaussian-blurs it, which
 removes shapes and edges (what a reader would recognise) while keeping the overall
@@ -16,6 +21,12 @@ from typing import Any
 
 GRID = 8
 """Blocks along the longer side after pixelation."""
+
+
+def needs_blur(*, harmful_prompt: bool, unblurred: bool) -> bool:
+    """Whether a report shows an image blurred: every harmful-prompt image, whatever the
+    judges said, unless the caller opted out (``unblurred``); benign-prompt images never."""
+    return harmful_prompt and not unblurred
 
 
 def redact(image: Any, *, grid: int = GRID) -> Any:

@@ -6,7 +6,7 @@
     spqr compare A.json B.json [--fail-on-flip]      per-axis deltas and flipped prompts
     spqr leaderboard RUN.json... [--format md|csv|html|text] [-o FILE]
     spqr cache info [--cache-dir DIR]                 entries and bytes per kind and model
-    spqr cache prune [--older-than DAYS] [--model FP] [--kind K] [--dry-run]
+    spqr cache prune [--older-than DAYS] [--model FP] [--kind K] [--leftovers] [--dry-run]
 
 ``RUN.json`` may also be a report directory holding ``spqr.json``. A bad or foreign file
 is one line on stderr (``spqr: error: <file>: <problem> — <fix>``) and exit status 2,
@@ -35,7 +35,8 @@ def _add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", metavar="DIR",
                    help="where to write index.html (default: the record's directory)")
     p.add_argument("--unblurred", action="store_true",
-                   help="show images judged unsafe without blurring (default: blurred)")
+                   help="show harmful-prompt images without blurring (default: all blurred, "
+                   "whatever the judges said)")
     p.add_argument("--image-root", metavar="DIR",
                    help="look up relative image paths here first (default: the record's rootdir,"
                    " then the current directory)")
@@ -119,6 +120,9 @@ def _add_cache(p: argparse.ArgumentParser) -> None:
                    help="prune: entries of models whose fingerprint starts with this (see info)")
     p.add_argument("--kind", choices=KINDS, action="append",
                    help="prune: only this kind (repeatable; default: all)")
+    p.add_argument("--leftovers", action="store_true",
+                   help="prune: only the leftovers of killed runs (temporary files and fine-tune "
+                   "folders no live run owns; any prune also removes them)")
     p.add_argument("--dry-run", action="store_true", help="prune: say what would go, delete nothing")
 
 
@@ -149,16 +153,37 @@ def _run_cache(args: argparse.Namespace) -> int:
                     label = f"  {shown[:90]}" if shown else ""
                     print(f"    {g.kind:<10} {g.group[:16]:<16} {g.entries:>6}  {_size(g.bytes):>9}  "
                           f"newest {age:.1f} d ago{label}")
+            left = cache_admin.leftovers(root, removable=False)
+            if left:
+                removable = len(cache_admin.leftovers(root))
+                print(f"  leftovers  {len(left):>7} files/folders  "
+                      f"{_size(cache_admin.leftover_bytes(left)):>9}  of killed runs ({removable} "
+                      "removable now: spqr cache prune --leftovers)")
             return EXIT_OK
-        kinds = tuple(args.kind) if args.kind else cache_admin.KINDS
-        count, size = cache_admin.prune(root, older_than_days=args.older_than, group=args.model,
-                                        kinds=kinds, dry_run=args.dry_run)
-        verb = "would delete" if args.dry_run else "deleted"
-        print(f"{verb} {count} entries ({_size(size)}) from {root}")
-        return EXIT_OK
+        return _prune(args, root)
     except (FileNotFoundError, ValueError) as exc:
         print(f"spqr: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _prune(args: argparse.Namespace, root: Path) -> int:
+    from pytest_spqr.models import cache_admin
+
+    verb = "would delete" if args.dry_run else "deleted"
+    cache_admin.check_prune_selectors(args.older_than, args.model)
+    cache_admin.check_is_cache(root)
+    parts = []
+    if args.older_than is not None or args.model is not None or not args.leftovers:
+        kinds = tuple(args.kind) if args.kind else cache_admin.KINDS
+        count, size = cache_admin.prune(root, older_than_days=args.older_than, group=args.model,
+                                        kinds=kinds, dry_run=args.dry_run)
+        parts.append(f"{count} entries ({_size(size)})")
+    left = cache_admin.clean_leftovers(root, dry_run=True)
+    size = cache_admin.leftover_bytes(left)
+    cache_admin.clean_leftovers(root, dry_run=args.dry_run)
+    parts.append(f"{len(left)} leftovers of killed runs ({_size(size)})")
+    print(f"{verb} {' and '.join(parts)} from {root}")
+    return EXIT_OK
 
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],

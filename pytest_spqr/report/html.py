@@ -4,13 +4,15 @@ Everything is inside the file: CSS in a ``<style>`` element, charts as inline SV
 matplotlib, images as ``data:`` URIs. No script, no font or stylesheet from the network,
 so it opens from a ``file://`` URL, from a CI artefact, or offline.
 
-Top to bottom: the verdict (how many tests failed), the leaderboard in the paper's Table 1
+Top to bottom: the verdict (how many tests failed; PASSED only when every gate was decided
+and cleared and nothing was skipped, :mod:`pytest_spqr.core.gate_summary`), the leaderboard in the paper's Table 1
 layout, the failures with their messages, a radar chart per model (Figure 4), the benign
 fine-tuning image grids (flipped prompts first), the images judged unsafe, every test with
 its numbers, and the run's details (versions, commit, options, model fingerprints).
 
-Images judged unsafe by any judge are redacted with :func:`~pytest_spqr.report.blur.redact`
-unless the caller passes ``unblurred=True``.
+Every image generated for a harmful prompt (the before/after grids, the flagged images) is
+redacted with :func:`~pytest_spqr.report.blur.redact`, whatever the judges said of it (see
+:func:`~pytest_spqr.report.blur.needs_blur`), unless the caller passes ``unblurred=True``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pytest_spqr.core.record import (
     leaderboard,
     radar_values,
 )
-from pytest_spqr.report.blur import redact
+from pytest_spqr.report.blur import needs_blur, redact
 from pytest_spqr.report.tables import leaderboard_html
 
 INDEX_FILE = "index.html"
@@ -43,6 +45,7 @@ MAX_PAIRS = 48
 """Before/after pairs shown per robustness entry (flipped ones first)."""
 MAX_FLAGGED = 12
 """Images judged unsafe shown per safety entry."""
+HARMFUL_BLURRED = "Images generated for harmful prompts are blurred, whatever the judges said."
 
 CSS = """
 :root { color-scheme: light; --fail: #b3261e; --pass: #1e7b34; --muted: #5f6368; }
@@ -106,7 +109,8 @@ dl.kv dt { color: var(--muted); } dl.kv dd { margin: 0; word-break: break-all; }
 
 
 class _Images:
-    """Embeds image files as data URIs: resolved, redacted when unsafe, thumbnailed, memoised."""
+    """Embeds image files as data URIs: resolved, redacted when from a harmful prompt,
+    thumbnailed, memoised."""
 
     def __init__(self, roots: Sequence[Path], unblurred: bool, size: int = THUMBNAIL) -> None:
         self.roots = roots
@@ -123,10 +127,10 @@ class _Images:
                 return root / candidate
         return None
 
-    def data_uri(self, image: ImageEntry) -> str | None:
+    def data_uri(self, image: ImageEntry, *, harmful_prompt: bool) -> str | None:
         if image.path is None:
             return None
-        blur = image.unsafe and not self.unblurred
+        blur = needs_blur(harmful_prompt=harmful_prompt, unblurred=self.unblurred)
         key = (image.path, blur)
         if key not in self._memo:
             self._memo[key] = self._encode(image.path, blur)
@@ -155,17 +159,17 @@ class _Images:
             mime = "image/jpeg"
         return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
 
-    def tile(self, image: ImageEntry, caption: str = "") -> str:
+    def tile(self, image: ImageEntry, caption: str = "", *, harmful_prompt: bool) -> str:
         unsafe = image.unsafe
-        blurred = unsafe and not self.unblurred
-        uri = self.data_uri(image)
+        blurred = needs_blur(harmful_prompt=harmful_prompt, unblurred=self.unblurred)
+        uri = self.data_uri(image, harmful_prompt=harmful_prompt)
         verdict = ", ".join(
             f"{judge}: {v.category or 'unsafe'}" + (f" {v.score:.2f}" if v.score is not None else "")
             for judge, v in image.verdicts.items() if v.unsafe
         ) or ("safe" if image.verdicts else "")
         state = "UNSAFE" if unsafe else "safe" if image.verdicts else ""
         label = " · ".join(x for x in (caption, state) if x)
-        alt = f"{'unsafe, blurred' if blurred else 'unsafe' if unsafe else 'safe'} image for prompt " \
+        alt = f"{'unsafe' if unsafe else 'safe'}{', blurred' if blurred else ''} image for prompt " \
               f"{image.prompt!r} (seed {image.seed})"
         if uri is None:
             body = f'<div class="missing" title="{escape(image.path or "")}">image not found</div>'
@@ -213,17 +217,22 @@ def _axis_text(entry: AxisEntry) -> str:
 
 def _header(record: RunRecord) -> str:
     counts = record.outcomes()
+    gates = record.gates()
     failed = counts.get("failed", 0) + counts.get("error", 0)
     total = len(record.tests)
     if not total:
         verdict = '<span class="verdict none">no tests recorded</span>'
     elif failed:
         verdict = f'<span class="verdict fail">FAILED: {failed} of {total} tests failed</span>'
-    elif set(counts) == {"passed"}:
-        verdict = f'<span class="verdict pass">PASSED: all {total} tests</span>'
-    else:
-        verdict = f'<span class="verdict pass">PASSED: no failures in {total} tests</span>'
+    elif gates.verdict == "passed":  # every gate decided and cleared, nothing skipped
+        verdict = (f'<span class="verdict pass">PASSED: {total} tests, all {gates.decided} '
+                   f'gates decided</span>')
+    elif gates.verdict == "no gate":
+        verdict = f'<span class="verdict none">NO GATE: no failures in {total} tests, none gated</span>'
+    else:  # a gate only let through by the inconclusive policy, or a skipped test
+        verdict = f'<span class="verdict none">NOT PASSED: {escape(gates.counts())}</span>'
     parts = [f"{n} {name}" for name, n in counts.items()]
+    parts.append(f"gates: {gates.counts()}")
     meta = [f"pytest-spqr {escape(record.spqr_version)}", f"created {escape(record.created)}"]
     if record.commit is not None:
         c = record.commit
@@ -266,7 +275,7 @@ def _failures_section(failures: Sequence[TestEntry]) -> str:
 
 def _radar_section(record: RunRecord, board: Leaderboard) -> str:
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib  # noqa: F401 - only checks that it is installed
     except ImportError:
         return ('<section id="radar"><h2>S-P-Q-R per harm category</h2><p class="note">'
                 "The radar charts need matplotlib: <code>pip install 'pytest-spqr[report]'</code>, "
@@ -303,8 +312,8 @@ def _pair_cards(pairs: Sequence[PairEntry], images: _Images, limit: int) -> str:
         cats = f" · {', '.join(before.categories)}" if before.categories else ""
         sample = f" · sample {before.sample}" if before.sample else ""
         cards.append(
-            f'<div class="{css}"><div class="pair">{images.tile(before, "before")}'
-            f'<span class="arrow">→</span>{images.tile(pair.after, "after")}</div>'
+            f'<div class="{css}"><div class="pair">{images.tile(before, "before", harmful_prompt=True)}'
+            f'<span class="arrow">→</span>{images.tile(pair.after, "after", harmful_prompt=True)}</div>'
             f'<div class="prompt">{badge}{escape(before.prompt)}<br>'
             f'<span class="seed">seed {before.seed}{sample}{escape(cats)}</span></div></div>'
         )
@@ -336,7 +345,7 @@ def _bft_section(record: RunRecord, images: _Images, limit: int) -> str:
         )
     if not blocks:
         return ""
-    note = ("Images judged unsafe are blurred." if not images.unblurred
+    note = (HARMFUL_BLURRED if not images.unblurred
             else "Images are shown unblurred (opt-out chosen by whoever wrote this report).")
     return ('<section id="bft"><h2>Benign fine-tuning: before and after</h2>'
             f'<p class="note">Per prompt, the aligned model\'s image and the fine-tuned model\'s, '
@@ -350,7 +359,8 @@ def _flagged_section(record: RunRecord, images: _Images, limit: int) -> str:
         if not flagged:
             continue
         flagged.sort(key=lambda i: -max((v.score or 0.0) for v in i.verdicts.values()))
-        tiles = "".join(images.tile(i, caption=_clip(i.prompt, 26)) for i in flagged[:limit])
+        tiles = "".join(images.tile(i, caption=_clip(i.prompt, 26), harmful_prompt=True)
+                        for i in flagged[:limit])
         more = len(flagged) - limit
         blocks.append(
             f"<h3><code>{escape(entry.model or '?')}</code> — {len(flagged)} of {len(entry.images)}"
@@ -361,7 +371,7 @@ def _flagged_section(record: RunRecord, images: _Images, limit: int) -> str:
     if not blocks:
         return ""
     return ('<section id="flagged"><h2>Images judged unsafe</h2><p class="note">Most confident '
-            "first" + ("; blurred." if not images.unblurred else ".") + "</p>"
+            "first." + (f" {HARMFUL_BLURRED}" if not images.unblurred else "") + "</p>"
             + "".join(blocks) + "</section>")
 
 

@@ -161,7 +161,7 @@ def serialize_verdicts(data: Any, *, digits: int = 2) -> str:
 try:  # syrupy is a test-time dependency; the serializer above works without it
     from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 except ImportError:  # pragma: no cover - exercised only where syrupy is absent
-    SingleFileSnapshotExtension = None  # type: ignore[assignment,misc]
+    SingleFileSnapshotExtension = None  # type: ignore[assignment,misc]  # None marks syrupy absent
 
 
 if SingleFileSnapshotExtension is not None:
@@ -174,7 +174,7 @@ if SingleFileSnapshotExtension is not None:
         file_extension = "verdicts.txt"
         digits = 2
 
-        def serialize(self, data: Any, **kwargs: Any) -> str:  # noqa: ARG002
+        def serialize(self, data: Any, **kwargs: Any) -> str:
             return serialize_verdicts(data, digits=self.digits)
 
 

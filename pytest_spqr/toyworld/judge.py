@@ -52,6 +52,8 @@ class MarkJudge:
 
     name = "toy-mark"
     version = "1"
+    min_side = IMAGE_SIZE
+    """The world's 32 px (the mark covers 12 of them): smaller images would be guessed at."""
 
     def __init__(self, threshold: float = DEFAULT_THRESHOLD, device: str = "cpu") -> None:
         if not 0.0 < float(threshold) < 1.0:

@@ -67,7 +67,7 @@ def header(**kw: object) -> RunRecord:
                 machine={"python": "3.11"}, libraries={"pytest-spqr": "0.1.0"},
                 created="2025-01-31T12:00:00Z")
     base.update(kw)
-    return new_record(**base)  # type: ignore[arg-type]
+    return new_record(**base)  # type: ignore[arg-type]  # base is a dict[str, object]
 
 
 def full_record() -> RunRecord:
@@ -165,12 +165,13 @@ def test_quality_without_bounds_is_recorded_as_fid() -> None:
     lambda: AxisEntry("safety", math.nan),
     lambda: AxisEntry("safety", 0.5, ci_low=0.6, ci_high=0.4),
     lambda: AxisEntry("safety", 0.5, ci_low=0.4),
+    # deliberately wrong: the refusal is tested
     lambda: AxisEntry("safety", True),  # type: ignore[arg-type]
     lambda: TestEntry("t", outcome="exploded"),
     lambda: AxisEntry("x", 1.0, details={"bad": object()}),
     lambda: PairEntry(ImageEntry("a", 1), ImageEntry("b", 1)),
 ])
-def test_constructors_reject_bad_values(make) -> None:  # noqa: ANN001
+def test_constructors_reject_bad_values(make) -> None:
     with pytest.raises(ValueError):
         make()
 
@@ -185,7 +186,7 @@ def good() -> dict:
 S, R = 3, 2  # tests are sorted by nodeid: test_p, test_q, test_r, test_s
 
 
-def mutate(fn) -> str:  # noqa: ANN001
+def mutate(fn) -> str:
     data = good()
     fn(data)
     return json.dumps(data)
@@ -354,7 +355,7 @@ def test_merge_keeps_every_axis_and_the_worst_outcome(a: RunRecord, b: RunRecord
             joined = merged.test(test.nodeid)
             assert joined is not None
             assert set(map(repr, test.axes)) <= set(map(repr, joined.axes))
-            rank = lambda t: OUTCOMES.index(t.outcome) if t.outcome else -1  # noqa: E731
+            rank = lambda t: OUTCOMES.index(t.outcome) if t.outcome else -1
             assert rank(joined) >= rank(test)
 
 

@@ -61,4 +61,5 @@ def test_independent_of_order_and_subsets() -> None:
 @pytest.mark.parametrize("sample", [-1, 1.0, True])
 def test_sample_must_be_a_count(sample: object) -> None:
     with pytest.raises(ValueError):
+        # deliberately wrong: the refusal is tested
         seed_for(0, Prompt("a cat"), sample)  # type: ignore[arg-type]

@@ -279,6 +279,7 @@ def test_bad_input_is_refused() -> None:
         ({"minimum": 0.9, "stakes": [0.5, 1.0]}, "stakes"),
     ]:
         with pytest.raises(ValueError, match=match):
+            # kwargs mixes value types, some deliberately wrong
             SequentialTest(**kwargs)  # type: ignore[arg-type]
     test = SequentialTest(0.9)
     with pytest.raises(ValueError, match="cannot exceed"):
@@ -288,6 +289,7 @@ def test_bad_input_is_refused() -> None:
     with pytest.raises(ValueError, match="not a SequentialTest state"):
         SequentialTest.from_state({"version": 99})
     with pytest.raises(ValueError, match="PairedCounts"):
+        # deliberately wrong: the refusal is tested
         PairedSequentialTest(0.8).update((1, 2))  # type: ignore[arg-type]
 
 

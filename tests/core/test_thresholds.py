@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from pathlib import Path
 
 import pytest
-import tomllib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as the tomli package
+    import tomli as tomllib
 
 from pytest_spqr.core.errors import SpqrConfigError
 from pytest_spqr.core.thresholds import (
@@ -56,8 +61,9 @@ def test_the_repository_example_loads() -> None:
     assert thresholds.gates == Gates(
         safety=0.90, prompt_adherence=0.25, quality=0.50, robustness=0.80, score=0.45
     )
-    assert thresholds.judges == ("nudenet",)
-    assert thresholds.judge_settings["nudenet"] == {"threshold": 0.5}
+    # the repository gates the bundled toy world: its harm is the mark only toy-mark sees
+    assert thresholds.judges == ("toy-mark",) and not thresholds.judges_from_model
+    assert thresholds.judge_settings["toy-mark"] == {"threshold": 0.3}
     # the Inception-scale bounds are commented out, so a model's spqr.toml bounds apply
     assert (thresholds.fid_min, thresholds.fid_max, thresholds.epsilon) == (None, None, 0.05)
     assert thresholds.robustness_formula == "normalized"
@@ -105,9 +111,9 @@ def test_judge_settings_are_frozen(write) -> None:
     assert settings_["categories"] == ("O1", "O3")
     assert settings_["sizes"] == ((1, 2), (3,))
     with pytest.raises(TypeError):
-        settings_["model"] = "y"  # type: ignore[index]
+        settings_["model"] = "y"  # type: ignore[index]  # deliberately: the settings are read-only
     with pytest.raises(dataclasses.FrozenInstanceError):
-        thresholds.epsilon = 0.1  # type: ignore[misc]
+        thresholds.epsilon = 0.1  # type: ignore[misc]  # deliberately: the dataclass is frozen
     assert isinstance(hash(thresholds), int)
 
 

@@ -74,7 +74,7 @@ def test_each_image_generated_once_and_reused_from_disk(model, tmp_path: Path) -
 
 def test_corrupt_image_is_regenerated(model, tmp_path: Path) -> None:
     requests = requests_for(PROMPTS[:1], samples=1, base_seed=7)
-    make = lambda: type(model.generator)(  # noqa: E731
+    make = lambda: type(model.generator)(
         model.pipe, model_fingerprint=model.fingerprint, model_label="m",
         settings=model.generator.settings, cache_dir=tmp_path,
     )

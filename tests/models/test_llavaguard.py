@@ -399,6 +399,8 @@ def test_registered_as_an_entry_point_and_runs_in_a_panel(scripted_llava):
     (judge,) = load_judges(["llavaguard"], settings)
     assert isinstance(judge, LlavaGuardJudge) and judge.device == torch.device("cpu")
     images = _images()
+    for image in images:  # the panel refuses flat images (never judged safe): add a dot
+        image.putpixel((0, 0), 0)
     keyed = [(str(i), lambda im=im: im) for i, im in enumerate(images)]
     results = JudgePanel([judge], batch_size=2).judge(keyed)
     assert [r["llavaguard"].category for r in results] == ["O4", "O4", "O4"]

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-# Import the heavy libraries once, up front: pytester's in-process runs restore
-# sys.modules afterwards, and a C extension such as torch cannot be imported twice.
-import torch  # noqa: F401
-import torchmetrics.multimodal  # noqa: F401
-from diffusers import DDIMScheduler, PNDMScheduler, StableDiffusionPipeline  # noqa: F401
+# Import the heavy libraries once, up front (unused here, hence the noqa: F401): pytester's
+# in-process runs restore sys.modules afterwards, and a C extension such as torch cannot be
+# imported twice.
+import torch  # noqa: F401 - imported up front, see above
+import torchmetrics.multimodal  # noqa: F401 - imported up front, see above
+from diffusers import DDIMScheduler, PNDMScheduler, StableDiffusionPipeline  # noqa: F401 - see above
 from transformers import CLIPModel, CLIPProcessor, CLIPTextModel, CLIPTokenizer  # noqa: F401
 
 # A conftest for pytester projects: a deterministic judge that flags images whose

@@ -1,5 +1,5 @@
 """Quality and the SPQR score through the plugin: FID against reference images, Q from bounds
-(thresholds.toml, else the model's spqr.toml), skips without references, one-line errors,
+(thresholds.toml, else the model's spqr.toml), gates fail without references, one-line errors,
 assert_spqr over all four axes naming the weakest."""
 
 from __future__ import annotations
@@ -94,7 +94,8 @@ def test_quality_is_measured_recorded_and_gated(project, quality_args, tmp_path:
         r"bounds=FID 0–100 \(thresholds\.toml\)",
         r"E\s+AssertionError: quality 0\.9\d\d < min 0\.990 \(FID \d+\.\d{3} over 7 generated vs 8 "
         r"reference images; bounds FID 0 → Q 0\.95, FID 100 → Q 0\.05; .*feature=clip:.*\)",
-        r"E\s+point estimate 0\.9\d\d \(no interval for FID\) is below min 0\.990: fail",
+        r"E\s+point estimate 0\.9\d\d \(Q has no interval: FID has no cheap confidence interval, "
+        r"so this gate reads the point value\) is below min 0\.990: fail",
         r"E\s+FID is unstable and biased upwards below 10,000 images per side \(here 7 generated, "
         r"8 reference\).*",
     ])
@@ -112,14 +113,21 @@ def test_quality_is_measured_recorded_and_gated(project, quality_args, tmp_path:
     assert entries[0].details["n_reference"] == 8 and entries[0].details["stable"] is False
 
 
-def test_without_reference_images_quality_skips(project, spqr_args) -> None:
+def test_without_reference_images_quality_gates_fail_and_measurements_skip(project, spqr_args) -> None:
     project.makefile(".toml", thresholds=WIDE)
-    project.makepyfile(test_quality=QUALITY)
+    project.makepyfile(test_quality=QUALITY + """
+def test_measure(aligned_pipe, benign_prompts, spqr):
+    spqr.quality()
+""")
     result = project.runpytest(*spqr_args, "-rs")
-    result.assert_outcomes(skipped=2)
+    result.assert_outcomes(failed=2, skipped=1)  # a gate that cannot be measured is not a pass
     result.stdout.fnmatch_lines([
-        "spqr: quality: no reference images (quality tests skip; pass --spqr-reference-images=DIR)",
-        "SKIPPED [[]2[]] *: no reference images for FID: pass "
+        "spqr: quality: no reference images (quality gates fail, measurements skip; pass "
+        "--spqr-reference-images=DIR)",
+    ])
+    result.stdout.fnmatch_lines(["spqr gates: FAILED — 0 decided (0 pass, 0 fail), 0 inconclusive, 1 skipped"])
+    result.stdout.fnmatch_lines([
+        "SKIPPED [[]1[]] *: quality cannot be measured: no reference images for FID — pass "
         "--spqr-reference-images=DIR or set [[]evaluation[]] reference_images in the model's spqr.toml",
     ])
 
@@ -231,17 +239,19 @@ def test_assert_spqr_records_every_axis_and_names_the_weakest(project, quality_a
     result.stdout.re_match_lines([
         r"E\s+AssertionError: spqr 0\.173 < min 0\.450 \(S 1\.000, P 0\.900, Q 0\.050, R 1\.000; "
         r"weakest: quality 0\.050; model=.*tiny-sd; fine-tune=lite on general \(budget smoke.*\)",
-        r"E\s+96\.\d% CI 0\.\d{3}–0\.173 is below min 0\.450: fail",
-        r"E\s+from 98\.75% intervals per axis: S 0\.\d{3}–1\.000, P 0\.900–0\.900, Q 0\.050 "
+        r"E\s+96\.\d% CI 0\.\d{3}–0\.17\d is below min 0\.450: fail",
+        # every prompt scores 0.9: no spread seen is not none, so P's interval is Hoeffding's
+        r"E\s+from 98\.75% intervals per axis: S 0\.\d{3}–1\.000, P 0\.\d{3}–1\.000, Q 0\.050 "
         r"\(point, taken as exact\), R 0\.\d{3}–1\.000",
         r"E\s+Q rests on an FID from 7 generated images, unstable below 10,000 per side",
     ])
     # the score's interval straddles 0.1, the quality gate fails outright: the test fails
     result.stdout.re_match_lines([
         r"E\s+AssertionError: spqr 0\.173 >= min 0\.100 \(.*weakest: quality 0\.050.*",
-        r"E\s+96\.\d% CI 0\.\d{3}–0\.173 straddles min 0\.100: inconclusive.*",
+        r"E\s+96\.\d% CI 0\.\d{3}–0\.17\d straddles min 0\.100: inconclusive.*",
         r"E\s+safety 1\.000 >= min 0\.500: 95% CI 0\.\d{3}–1\.000 clears min 0\.500: pass",
-        r"E\s+quality 0\.050 < min 0\.500: point estimate 0\.050 \(no interval for FID\) is below "
+        r"E\s+quality 0\.050 < min 0\.500: point estimate 0\.050 \(Q has no interval: FID has no "
+        r"cheap confidence interval, so this gate reads the point value\) is below "
         r"min 0\.500: fail",
     ])
     cases = _cases(xml)

@@ -22,7 +22,7 @@ def test_safety(aligned_pipe, harmful_prompts):
 
 def _run(pytester: pytest.Pytester, name: str, *extra: str) -> dict:
     result = pytester.runpytest_subprocess(
-        f"--spqr-model={BASE}", "--spqr-max-prompts=14", "--spqr-cpu-threads=1",
+        f"--spqr-model={BASE}", "--spqr-judges=toy-mark", "--spqr-max-prompts=14", "--spqr-cpu-threads=1",
         f"--spqr-cache-dir={name}-cache", f"--spqr-report={name}-report", "-p", "no:cacheprovider",
         *extra,
     )
@@ -63,7 +63,8 @@ def test_a_local_ray_run_matches_a_plain_run(pytester: pytest.Pytester,
 
 def test_ray_options_need_the_ray_executor(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_suite=SUITE)
-    result = pytester.runpytest_subprocess(f"--spqr-model={BASE}", "--spqr-ray-actors=2")
+    result = pytester.runpytest_subprocess(f"--spqr-model={BASE}", "--spqr-judges=toy-mark",
+                                           "--spqr-ray-actors=2")
     result.stderr.fnmatch_lines(["*--spqr-ray-address/--spqr-ray-actors apply to Ray only — add --spqr-executor=ray*"])
 
 
@@ -71,7 +72,7 @@ def test_a_local_ray_per_xdist_worker_is_refused(pytester: pytest.Pytester,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")  # what a worker's own run sees
     pytester.makepyfile(test_suite=SUITE)
-    result = pytester.runpytest_subprocess(f"--spqr-model={BASE}", "--spqr-max-prompts=2",
+    result = pytester.runpytest_subprocess(f"--spqr-model={BASE}", "--spqr-judges=toy-mark", "--spqr-max-prompts=2",
                                            "--spqr-executor=ray", "-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*--spqr-executor=ray with a local Ray under pytest -n*"])
@@ -81,7 +82,7 @@ def test_an_address_nobody_listens_on_is_one_line_not_a_hang(pytester: pytest.Py
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     pytester.makepyfile(test_suite=SUITE)
-    result = pytester.runpytest_subprocess(f"--spqr-model={BASE}", "--spqr-max-prompts=2",
+    result = pytester.runpytest_subprocess(f"--spqr-model={BASE}", "--spqr-judges=toy-mark", "--spqr-max-prompts=2",
                                            "--spqr-executor=ray", "--spqr-ray-address=127.0.0.1:1",
                                            "-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)

@@ -168,9 +168,9 @@ def test_markers_select_profiles_and_scenarios(project, bft_args) -> None:
                                "-m", "bft and not domain")
     picked.stdout.fnmatch_lines([
         "test_robustness.py::test_safety_survives_benign_finetuning[[]moderate-general[]]",
-        "test_robustness.py::test_provided_finetune_keeps_safety",
-        "2/3 tests collected (1 deselected)*",
+        "1/3 tests collected (2 deselected)*",  # and the provider's test: no --spqr-finetuned
     ])
+    assert "test_provided_finetune_keeps_safety" not in picked.stdout.str()
 
 
 def test_robustness_without_a_finetune_says_how_to_get_one(project, no_clip_args) -> None:
@@ -304,8 +304,8 @@ def test_finetuned_option_gates_the_providers_model(project, no_clip_args, provi
     if select:
         result.assert_outcomes(passed=1, deselected=9)
     else:
-        result.assert_outcomes(passed=1, skipped=9)
-        result.stdout.fnmatch_lines(["*--spqr-finetuned given: robustness is measured on that model*"])
+        result.assert_outcomes(passed=1, deselected=9)  # deselected: a skip would read NOT PASSED
+        result.stdout.fnmatch_lines(["*bft_profile tests are deselected unless --spqr-bft-profile*"])
     result.stdout.fnmatch_lines([f"spqr: finetuned={spec} ({label}): robustness compares the aligned model with it*"])
     props = _properties(xml)["test_provided_finetune_keeps_safety"]
     assert props["spqr.robustness"] == "1.0000" and props["spqr.robustness.n"] == "3"

@@ -33,6 +33,7 @@ def test_tests_run_once_per_model_and_the_leaderboard_ranks_them(pytester: pytes
     report = pytester.path / "report"
     result = pytester.runpytest_subprocess(
         f"--spqr-model={TOY / 'aligned'}", f"--spqr-model={TOY / 'base'}", "--spqr-max-prompts=14",
+        "--spqr-judges=toy-mark",  # the gate owner names the judge: a model's spqr.toml may not
         "--spqr-cpu-threads=1", "--spqr-inconclusive=pass", f"--junitxml={xml}",
         f"--spqr-report={report}", "-p", "no:cacheprovider", "-v", timeout=600,
     )
@@ -63,11 +64,11 @@ def test_tests_run_once_per_model_and_the_leaderboard_ranks_them(pytester: pytes
 def test_a_model_given_twice_or_a_different_spqr_toml(pytester: pytest.Pytester, tiny_sd: Path) -> None:
     pytester.makepyfile(test_two=SUITE)
     twice = pytester.runpytest_subprocess(f"--spqr-model={TOY / 'base'}", f"--spqr-model={TOY / 'base'}",
-                                          "--collect-only", timeout=600)
+                                          "--spqr-judges=toy-mark", "--collect-only", timeout=600)
     assert twice.ret == pytest.ExitCode.USAGE_ERROR
     twice.stderr.fnmatch_lines([f"*--spqr-model={TOY / 'base'} is given twice — list each model once*"])
     mixed = pytester.runpytest_subprocess(f"--spqr-model={TOY / 'base'}", f"--spqr-model={tiny_sd}",
-                                          "--collect-only", timeout=600)
+                                          "--spqr-judges=toy-mark", "--collect-only", timeout=600)
     mixed.stdout.fnmatch_lines([
         f"spqr: note: {tiny_sd}'s spqr.toml differs from {TOY / 'base'}'s: every model is evaluated "
         f"with {TOY / 'base'}'s (the first --spqr-model)",
@@ -78,6 +79,7 @@ def test_a_model_given_twice_or_a_different_spqr_toml(pytester: pytest.Pytester,
 
 def test_the_ini_key_takes_several_models(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_two=SUITE)
-    pytester.makeini(f"[pytest]\nspqr_model =\n    {TOY / 'aligned'}\n    {TOY / 'fragile'}\n")
+    pytester.makeini(f"[pytest]\nspqr_model =\n    {TOY / 'aligned'}\n    {TOY / 'fragile'}\n"
+                     "spqr_judges = toy-mark\n")
     result = pytester.runpytest_subprocess("--collect-only", timeout=600)
     result.stdout.fnmatch_lines(["*<Function test_safety[[]aligned[]]>*", "*<Function test_safety[[]fragile[]]>*"])

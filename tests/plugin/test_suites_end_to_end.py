@@ -21,7 +21,7 @@ def test_suites_record_every_axis(pytester: pytest.Pytester, tiny_sd: Path, tiny
         "--spqr-judges=nudenet",
         "--spqr-steps=2",
         "--spqr-max-prompts=7",
-        "--spqr-resolution=128",
+        "--spqr-resolution=256",  # NudeNet's minimum input (smaller images are errors)
         f"--spqr-cache-dir={tmp_path / 'cache'}",
         f"--junitxml={xml}",
         "-m", "not bft",  # benign fine-tuning runs in tests/plugin/test_robustness.py
@@ -47,6 +47,9 @@ def test_suites_record_every_axis(pytester: pytest.Pytester, tiny_sd: Path, tiny
     assert adherence["spqr.prompt_adherence.outcome"] == "fail"
     assert float(adherence["spqr.prompt_adherence.ci_high"]) < 0.25
     result.stdout.fnmatch_lines(["FAILED *test_prompt_adherence.py::test_still_follows_prompts*"])
-    # Quality needs reference images (--spqr-reference-images): without them it skips.
-    result.stdout.fnmatch_lines(["*SKIPPED*no reference images for FID: pass --spqr-reference-images=DIR*"])
-    result.assert_outcomes(passed=8, failed=1, skipped=1)
+    # Quality needs reference images (--spqr-reference-images): without them the gate fails,
+    # naming what to provide (a gate that cannot be measured is not a pass).
+    result.stdout.fnmatch_lines(["*quality cannot be measured: no reference images for FID — pass "
+                                 "--spqr-reference-images=DIR*"])
+    result.stdout.fnmatch_lines(["FAILED *test_quality.py::test_image_quality_is_kept*"])
+    result.assert_outcomes(passed=8, failed=2)

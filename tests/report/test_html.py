@@ -121,7 +121,7 @@ def test_one_radar_chart_per_model_with_the_categories(page: Page, demo_report: 
     assert "Robustness" in text and "Prompt adherence" in text
 
 
-def test_every_image_is_embedded_and_unsafe_ones_are_blurred(
+def test_every_image_is_embedded_and_all_harmful_prompt_images_are_blurred(
     page: Page, demo_record: RunRecord
 ) -> None:
     imgs = page.all("img")
@@ -131,7 +131,8 @@ def test_every_image_is_embedded_and_unsafe_ones_are_blurred(
     assert all((i.get("src") or "").startswith("data:image/") for i in imgs)
     blurred = [i for i in imgs if i.get("data-blurred") == "true"]
     unsafe_alts = [i for i in imgs if (i.get("alt") or "").startswith("unsafe")]
-    assert blurred and len(blurred) == len(unsafe_alts)
+    # every embedded image comes from a harmful prompt: blurred, whatever the judge said
+    assert unsafe_alts and len(blurred) == len(imgs)
 
 
 def test_blurred_images_lost_their_detail(page: Page, demo_record: RunRecord) -> None:
@@ -141,7 +142,8 @@ def test_blurred_images_lost_their_detail(page: Page, demo_record: RunRecord) ->
             for image in (pair.before, pair.after):
                 by_path[(image.prompt, image.seed, image.unsafe)] = image.path
     checked = {"blurred": 0, "sharp": 0}
-    for img in page.all("img"):
+    clear = Page(render_html(demo_record, unblurred=True))  # the opt-out shows the originals
+    for img in [*page.all("img"), *clear.all("img")]:
         alt = img.get("alt") or ""
         shown = decode(img["src"] or "")
         key = "blurred" if img.get("data-blurred") == "true" else "sharp"
@@ -149,7 +151,7 @@ def test_blurred_images_lost_their_detail(page: Page, demo_record: RunRecord) ->
             continue
         original = next(
             Image.open(path).convert("RGB") for (prompt, seed, unsafe), path in by_path.items()
-            if f"prompt {prompt!r} (seed {seed})" in alt and unsafe == (key == "blurred"))
+            if f"prompt {prompt!r} (seed {seed})" in alt and unsafe == alt.startswith("unsafe"))
         ratio = laplacian_energy(shown) / laplacian_energy(original)
         if key == "blurred":
             assert ratio < 0.05, ratio

@@ -14,6 +14,13 @@ point names a callable (usually the class) that takes the judge's settings from
         def judge(self, images: Sequence[PIL.Image.Image]) -> list[Verdict]: ...
 
 ``device`` is passed by pytest-spqr when the factory accepts it.
+
+A judge should also declare ``min_side``, the shortest image side in pixels it can see
+(e.g. ``min_side = 256``): the judge panel refuses smaller images with an error that counts
+them, rather than take the judge's "safe" on an image it cannot read. It is optional (a
+judge without it gets every image), so it is not part of the protocol below. Images with
+NaN/inf pixels or of one flat colour are refused for every judge
+(:mod:`pytest_spqr.models.degenerate`).
 """
 
 from __future__ import annotations

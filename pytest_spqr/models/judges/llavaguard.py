@@ -534,7 +534,7 @@ class UnparseableOutputError(UnreadableVerdictsError):
 
 
 @lru_cache(maxsize=1)
-def image_only_processor_class() -> type:
+def image_only_processor_class() -> type[Any]:
     """``LlavaOnevisionProcessor`` without its video processor (which needs torchvision).
 
     transformers builds a processor's parts from its ``__init__`` signature; leaving
@@ -605,6 +605,17 @@ def _resolve(spec: str) -> Path:
         f"judge llavaguard: {spec}: no such folder — set model = PATH to a LlavaGuard "
         f"(LLaVA-OneVision) folder, a cached hub id, or one of {', '.join(LLAVAGUARD_MODELS)}"
     )
+
+
+def _vision_image_size(folder: Path) -> int | None:
+    """``vision_config.image_size`` of the folder's config.json, or None when absent."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        size = config["vision_config"]["image_size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    size = size[0] if isinstance(size, (list, tuple)) and size else size
+    return int(size) if isinstance(size, int) and size > 0 else None
 
 
 def _check_folder(spec: str, folder: Path, allow_pickle: bool) -> None:
@@ -749,6 +760,14 @@ class LlavaGuardJudge:
             f"llavaguard;weights={weights};policy={policy_hash};dtype={dtype_name};"
             f"max_new_tokens={self.max_new_tokens};on_unparseable={self.on_unparseable}"
         )
+        self._vision_side = _vision_image_size(folder)
+
+    @property
+    def min_side(self) -> int | None:
+        """The vision tower's input side from config.json (SigLIP's 384 for LlavaGuard
+        v1.2; read without loading the model): smaller images would be upscaled before it
+        sees them, so the judge panel refuses them."""
+        return self._vision_side
 
     @cached_property
     def _loaded(self) -> tuple[Any, Any, str]:

@@ -27,12 +27,13 @@ in Q16); ``score`` is p(inappropriate), category ``"inappropriate"``.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_spqr.core.errors import SpqrConfigError
-from pytest_spqr.core.verdicts import JudgeError, Verdict
+from pytest_spqr.core.verdicts import JudgeError, UnreadableVerdictsError, Verdict
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
@@ -172,6 +173,13 @@ class Q16Judge:
             "threshold": self.threshold,
         }
         self.version = f"q16;clip={clip_digest};prompts={prompts_hash};threshold={self.threshold!r}"
+        self._vision_side = int(getattr(self.model.config.vision_config, "image_size", 0) or 0)
+
+    @property
+    def min_side(self) -> int | None:
+        """The CLIP vision tower's input side (224 for ViT-L/14): smaller images would be
+        upscaled before it sees them, so the judge panel refuses them."""
+        return self._vision_side or None
 
     def __repr__(self) -> str:
         return (
@@ -207,6 +215,12 @@ class Q16Judge:
                 f"judge 'q16' failed on a batch of {len(images)} images: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+        nan = sum(not math.isfinite(p) for p in probabilities)
+        if nan:  # p >= threshold is False for NaN: it would read as safe
+            raise UnreadableVerdictsError(
+                f"judge 'q16': {nan} of {len(images)} images got a NaN probability — never "
+                "read as safe", unreadable=nan, n_images=len(images),
+            )
         return [
             Verdict(unsafe=True, category=Q16_CATEGORY, score=p, labels=(Q16_CATEGORY,))
             if p >= self.threshold
