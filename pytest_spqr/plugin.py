@@ -61,7 +61,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.issue_config_time_warning(warning.message, stacklevel=2)  # type: ignore[arg-type]
     capman = config.pluginmanager.getplugin("capturemanager")
     quiet = config.get_verbosity() < 0
-    session = SpqrSession(settings, capman, quiet=quiet)
+    worker = config.workerinput["workerid"] if hasattr(config, "workerinput") else None
+    session = SpqrSession(settings, capman, quiet=quiet, worker=worker)
     config.stash[SESSION_KEY] = session
     session.recorder = make_recorder(config, settings.record_options())
     config.pluginmanager.register(Recording(config, session.recorder, session.usage), "spqr-recording")

@@ -5,7 +5,6 @@ the run header.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -61,10 +60,13 @@ class SpqrSession:
     """One run's settings and its lazily built :class:`Evaluator`."""
 
     def __init__(self, settings: SpqrSettings, capture_manager: Any = None,
-                 quiet: bool = False) -> None:
+                 quiet: bool = False, worker: str | None = None) -> None:
         self.settings = settings
         self._capman = capture_manager
-        self._quiet = quiet or "PYTEST_XDIST_WORKER" in os.environ
+        self.worker = worker
+        """The xdist worker id (``gw0``…) when this process is one, from its config (not the
+        environment, which an in-process pytester run inherits from its own worker)."""
+        self._quiet = quiet or worker is not None
         self._evaluator: Evaluator | None = None
         self.recorder: Any = None
         """The run record of this process (set by the plugin; see :mod:`pytest_spqr.recording`)."""
@@ -81,7 +83,7 @@ class SpqrSession:
         self._clip: Any = None
         self._truncation: list[Any] | None = None
         self._phases = PhaseProgress(_CaptureFreeStderr(capture_manager), quiet=quiet,
-                                     enabled="PYTEST_XDIST_WORKER" not in os.environ)
+                                     enabled=worker is None)
 
     @contextmanager
     def _progress(self, total: int, desc: str, unit: str = "img") -> Iterator[Callable[..., None]]:
@@ -112,7 +114,7 @@ class SpqrSession:
                 use_cpu_threads(resolve_threads(self.settings.cpu_threads))
             run = replace(self.settings.run, device=device, dtype=dtype)
             digests.remember_in(run.cache_dir)  # model folders are read once per content
-            if os.environ.get("PYTEST_XDIST_WORKER", "gw0") == "gw0":  # one process is enough
+            if self.worker in (None, "gw0"):  # one process is enough
                 try:  # leftovers of killed runs that no live writer can own
                     clean_leftovers(run.cache_dir)
                 except OSError:  # a read-only cache: nothing to clean here
