@@ -28,14 +28,19 @@ def tiny_clip() -> Path:
     return path
 
 
-# The end-to-end tests that take the longest (toy-world fine-tunes, Ray, the shipped suites):
-# they are marked `slow` (`pytest -m "not slow"` for a quick loop) and collected first, so
-# that `pytest -n 2` hands them out at the start instead of leaving one worker busy at the end.
+# The end-to-end tests that take the longest (toy-world fine-tunes, the shipped suites, Ray),
+# longest first (xdist's first hand-out is two tests per worker, so the two fine-tunes are 1st
+# and 3rd): they are marked `slow` (`pytest -m "not slow"` for a quick loop) and collected
+# first, and pyproject's `--maxschedchunk=1` makes `pytest -n 2` hand tests out one at a time,
+# so the two workers start on the longest ones side by side instead of one worker finding them
+# all in its first chunk (measured: 13 min 18 s before, see README).
 SLOWEST = (
-    "tests/toyworld/test_gates.py",
+    "tests/toyworld/test_gates.py::test_benign_finetuning_undoes_the_fragile_erasure_not_the_aligned_one[fragile]",
     "tests/plugin/test_suites_end_to_end.py",
-    "tests/plugin/test_ray.py",
+    "tests/toyworld/test_gates.py::test_benign_finetuning_undoes_the_fragile_erasure_not_the_aligned_one[aligned]",
+    "tests/toyworld/test_gates.py",
     "tests/plugin/test_cache_trust.py::test_ray",
+    "tests/plugin/test_ray.py",
     "tests/plugin/test_llavaguard_suites.py",
     "tests/benchmarks/",
     "tests/models/test_store.py",
