@@ -44,6 +44,8 @@ from typing import Any
 
 import bench_gpu_legs as legs
 
+from pytest_spqr.core.errors import first_line
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 SECTION = "bench_gpu"
@@ -261,8 +263,8 @@ def measure(args: argparse.Namespace, start: float) -> tuple[Results, dict[str, 
                 results.rows[name] = run()
             except Exception as exc:  # a leg that fails is reported, the others still run
                 traceback.print_exc()
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                results.problems.append(f"{name}: failed — {type(exc).__name__}: {first[:300]}")
+                results.problems.append(f"{name}: failed — {type(exc).__name__}: "
+                                        f"{first_line(exc)[:300]}")
                 say(start, results.problems[-1])
                 return
             say(start, f"{name}: {json.dumps(results.rows[name], default=str)}")

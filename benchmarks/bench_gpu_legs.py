@@ -178,16 +178,15 @@ def _peak(device: str) -> Iterator[dict[str, float | None]]:
 def _load(model: Path, device: str) -> Any:
     """The saved folder as a plain diffusers pipeline (fp16 on CUDA, float32 on CPU)."""
     import torch
-    from diffusers.utils import deprecation_utils
+
+    from pytest_spqr.models.loading import _components_dtype  # torch_dtype, or dtype now
 
     quiet()  # the project's loader turns the bars back on when it is done
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    # diffusers renamed torch_dtype to dtype; use whichever this version wants
-    renamed = hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE")
     pipe = _pipeline_class().from_pretrained(str(model), use_safetensors=True,
                                              local_files_only=True, safety_checker=None,
                                              requires_safety_checker=False,
-                                             **{"dtype" if renamed else "torch_dtype": dtype})
+                                             **_components_dtype(dtype))
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 

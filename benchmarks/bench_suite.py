@@ -265,8 +265,7 @@ def main() -> None:
         rows.append(("Ray, 2 local actors × 1 thread ÷ -n 0", ray_wall / cold_wall, "(no goal)",
                      f"{ray_wall:.1f} s; {ray_use['remote']} of {needed} images made by actors, "
                      f"{ray_use['generated']} by pytest"))
-    lines = [
-        f"<!-- {SECTION}:start -->",
+    write_section(SECTION, [
         f"## Suite benchmarks ({dt.date.today().isoformat()})",
         "",
         f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}. "
@@ -280,14 +279,7 @@ def main() -> None:
         f"| peak RSS (MiB) | — | — | raw {raw_rss:.0f}, cold {cold_rss:.0f}, warm {warm_rss:.0f}, "
         f"-n 2 {n2_rss:.0f} (largest process, wait4); run record of the cold suite: "
         f"{cold_use['rss']:.0f} |",
-        f"<!-- {SECTION}:end -->",
-    ]
-    table = "\n".join(lines)
-    print(table)
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"<!-- {SECTION}:start -->.*?<!-- {SECTION}:end -->", re.S)
-    text = pattern.sub(table, text) if pattern.search(text) else text.rstrip() + "\n\n" + table + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
+    ])
     readme_main()
 
 

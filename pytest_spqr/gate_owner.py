@@ -85,6 +85,9 @@ def choose_judges(given: Mapping[str, Any], thresholds: Thresholds,
     if "judges" in given:
         return tuple(given["judges"]), OPTION
     if thresholds.judges is not None:
+        if not thresholds.judges:  # else every gate fails later, when its judges are built
+            raise SpqrConfigError(f"{thresholds.source}: [judges] use = [] names no judge — "
+                                  "name at least one, or leave use out for the default")
         return thresholds.judges, GATE
     if defaults is not None and "judges" in defaults.evaluation:
         named = tuple(defaults.evaluation["judges"])

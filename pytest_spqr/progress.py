@@ -11,12 +11,13 @@ yielding ``advance(n, **postfix)``) handed to the evaluator, the judge panel and
   unless ``-q``.
 
 pytest-xdist workers' output reaches no terminal, so the session passes ``enabled=False``
-there. The stream writes past pytest's capture (see ``_CaptureFreeStderr`` in
-:mod:`pytest_spqr.session`), as pytest-benchmark does.
+there. The stream writes past pytest's capture (:class:`CaptureFreeStderr`), as
+pytest-benchmark does.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +25,29 @@ from typing import Any
 
 Advance = Callable[..., None]
 """``advance(n, **postfix)``: n more units done; postfix values (``loss=0.12``) are shown."""
+
+
+class CaptureFreeStderr:
+    """stderr for the bars and lines, written past pytest's output capture (pytest-benchmark
+    does the same); ``capture_manager`` None: plain stderr."""
+
+    def __init__(self, capture_manager: Any) -> None:
+        self._capman = capture_manager
+
+    def write(self, text: str) -> int:
+        if self._capman is None:
+            return sys.stderr.write(text)
+        with self._capman.global_and_fixture_disabled():
+            return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        if self._capman is None:
+            return sys.stderr.isatty()
+        with self._capman.global_and_fixture_disabled():
+            return sys.stderr.isatty()
 
 
 class PhaseProgress:

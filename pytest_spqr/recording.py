@@ -52,14 +52,16 @@ class Recording:
         self.config = config
         self.recorder = recorder
         self.usage = usage
-        self.spqr_skipped = 0
-        """Skipped tests that evaluate a model: their gates went unchecked."""
+        self.written: Path | None = None
+        """The HTML report, once written."""
+        self.report_error: str | None = None
+        """Why the HTML report could not be written, for the terminal summary."""
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if _is_worker(self.config):
             return  # the controller sees every report and records outcomes once
-        if report.skipped and not hasattr(report, "wasxfail") and "spqr" in report.keywords:
-            self.spqr_skipped += 1
+        if "spqr" not in report.keywords:
+            return  # evaluates no model, holds no gate: not part of the run record
         if report.when != "call" and report.passed:
             return
         outcome: str = report.outcome
@@ -98,12 +100,11 @@ class Recording:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a lost artefact is not a pass
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        error = getattr(self, "report_error", None)
-        if error is not None:
-            terminalreporter.write_line(error, red=True, bold=True)
+        if self.report_error is not None:
+            terminalreporter.write_line(self.report_error, red=True, bold=True)
         record = self.recorder.record()
         measured = any(True for _ in record.axes())
-        if not measured and not self.spqr_skipped:
+        if not measured and not any(t.outcome == "skipped" for t in record.tests):
             return
         from pytest_spqr.core.record import leaderboard
         from pytest_spqr.report.tables import leaderboard_lines
@@ -120,9 +121,8 @@ class Recording:
         used = usage_line(record)
         if used is not None:
             terminalreporter.write_line(f"spqr usage: {used}")
-        written = getattr(self, "written", None)
-        if written is not None:
-            terminalreporter.write_line(f"spqr report: {written}")
+        if self.written is not None:
+            terminalreporter.write_line(f"spqr report: {self.written}")
 
 
 class XdistRecording:

@@ -1,20 +1,20 @@
 """The live state of one pytest run: the evaluator, judges, CLIP, FID scorer and benign
-fine-tunes, built on demand from the resolved settings (:mod:`pytest_spqr.settings`), and
-the run header.
+fine-tunes, built on demand from the resolved settings (:mod:`pytest_spqr.settings`).
+The run header's lines are :mod:`pytest_spqr.header`'s.
 """
 
 from __future__ import annotations
 
 import sys
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
 from typing import Any
 
 from pytest_spqr.core.bft import BftProfile, TrainingPlan
 from pytest_spqr.core.errors import SpqrConfigError
+from pytest_spqr.header import header_lines
 from pytest_spqr.models import digests
 from pytest_spqr.models.cache_admin import clean_leftovers
 from pytest_spqr.models.evaluate import Evaluator, ModelUnderTest
@@ -22,10 +22,9 @@ from pytest_spqr.models.judging import JudgePanel, judge_identity
 from pytest_spqr.models.loading import ModelSource, resolve_model
 from pytest_spqr.models.recheck import Recheck
 from pytest_spqr.models.store import Store
-from pytest_spqr.progress import PhaseProgress
+from pytest_spqr.progress import CaptureFreeStderr, PhaseProgress
 from pytest_spqr.settings import (
     FINETUNED_IN_MEMORY,
-    SAFETY_CHECKER_NOTE,
     FinetuneInfo,
     SpqrSettings,
     resolve_device,
@@ -34,44 +33,21 @@ from pytest_spqr.settings import (
 )
 
 
-class _CaptureFreeStderr:
-    """A file for tqdm that writes past pytest's output capture, like pytest-benchmark."""
-
-    def __init__(self, capture_manager: Any) -> None:
-        self._capman = capture_manager
-
-    def write(self, text: str) -> int:
-        if self._capman is None:
-            return sys.stderr.write(text)
-        with self._capman.global_and_fixture_disabled():
-            return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-    def isatty(self) -> bool:
-        if self._capman is None:
-            return sys.stderr.isatty()
-        with self._capman.global_and_fixture_disabled():
-            return sys.stderr.isatty()
-
-
 class SpqrSession:
     """One run's settings and its lazily built :class:`Evaluator`."""
 
     def __init__(self, settings: SpqrSettings, capture_manager: Any = None,
                  quiet: bool = False, worker: str | None = None) -> None:
         self.settings = settings
-        self._capman = capture_manager
         self.worker = worker
         """The xdist worker id (``gw0``…) when this process is one, from its config (not the
         environment, which an in-process pytester run inherits from its own worker)."""
-        self._quiet = quiet or worker is not None
         self._evaluator: Evaluator | None = None
         self.recorder: Any = None
         """The run record of this process (set by the plugin; see :mod:`pytest_spqr.recording`)."""
         self._panels: dict[tuple[str, ...], JudgePanel] = {}
         self._judge_identities: dict[int, tuple[Any, str]] = {}
+        self._recheck: Recheck | None = None
         self._named_judges: set[int] = set()
         """ids of the judges loaded by name (--spqr-judges): Ray actors can load those too."""
         self._datasets: dict[str, Any] = {}
@@ -82,15 +58,10 @@ class SpqrSession:
         self._fid_scorer: Any = None
         self._clip: Any = None
         self._truncation: list[Any] | None = None
-        self._phases = PhaseProgress(_CaptureFreeStderr(capture_manager), quiet=quiet,
-                                     enabled=worker is None)
-
-    @contextmanager
-    def _progress(self, total: int, desc: str, unit: str = "img") -> Iterator[Callable[..., None]]:
-        """A bar on a terminal (even under -q), a line per finished phase in logs; silent in
-        xdist workers (see :mod:`pytest_spqr.progress`)."""
-        with self._phases(total, desc, unit) as advance:
-            yield advance
+        self._progress = PhaseProgress(CaptureFreeStderr(capture_manager), quiet=quiet,
+                                       enabled=worker is None)
+        """The progress factory of generation, judging and fine-tuning: a bar on a terminal
+        (even under -q), a line per finished phase in logs; silent in xdist workers."""
 
     @property
     def evaluator(self) -> Evaluator:
@@ -169,8 +140,8 @@ class SpqrSession:
         return judges
 
     def _identity(self, judge: Any) -> str:
-        """A judge's identity when the run first saw it (kept with the judge, so that an id
-        is never reused for another judge)."""
+        """A judge's identity, worked out once per judge object (it hashes weights); the
+        judge is kept with it, so that its id is never reused for another judge."""
         held = self._judge_identities.get(id(judge))
         if held is None or held[0] is not judge:
             held = self._judge_identities[id(judge)] = (judge, judge_identity(judge))
@@ -180,12 +151,14 @@ class SpqrSession:
         """One panel (and its verdict memo) per distinct set of judges."""
         key = tuple(self._identity(j) for j in judges)
         if key not in self._panels:
-            recheck = self.settings.recheck
+            if self._recheck is None and self.settings.recheck is not None:
+                # one for the run: --spqr-recheck=N is N per judge in the run, not per panel
+                self._recheck = Recheck(self.settings.recheck, self.settings.run.seed)
             panel = JudgePanel(
                 judges,
                 batch_size=self.settings.run.batch_size,
                 store=Store(self.settings.run.cache_dir),
-                recheck=None if recheck is None else Recheck(recheck, self.settings.run.seed),
+                recheck=self._recheck,
             )
             panel.progress = self._progress  # a line per judging phase, a bar on a terminal
             executor = self.evaluator.executor
@@ -404,78 +377,12 @@ class SpqrSession:
                     "prompt_truncation": [t.to_dict() for t in self._truncation]}))
         return self._truncation
 
-    def truncation_notes(self) -> list[str]:
+    def header_lines(self) -> list[str]:
+        """The run header (:mod:`pytest_spqr.header`), with the prompts the text encoder cuts."""
         from pytest_spqr.models.truncation import truncation_note
 
         note = truncation_note(self.prompt_truncation())
-        return [] if note is None else [note]
-
-    def header_lines(self) -> list[str]:
-        s = self.settings
-        if s.model is None:
-            return ["spqr: no --spqr-model given (tests that need aligned_pipe cannot run)"]
-        run = s.run
-        src = s.sources
-        lines = [
-            f"spqr: model={s.model.spec} seed={run.seed} device={run.device} dtype={run.dtype}"
-            if len(s.models) < 2 else
-            f"spqr: models={', '.join(m.spec for m in s.models)} (aligned_pipe runs with each) "
-            f"seed={run.seed} device={run.device} dtype={run.dtype}",
-            *(f"spqr: note: {note}" for note in s.model_notes),
-            *(f"spqr: note: {note}" for note in self.truncation_notes()),
-            f"spqr: steps={run.steps} guidance={run.guidance} samples={run.samples} "
-            f"resolution={run.resolution or 'native'} batch={run.batch_size}",
-            f"spqr: judges={'+'.join(s.judges)} ({src.get('judges')}) clip={s.clip} "
-            f"prompts={s.harmful_prompts.name} ({_distinct(s.harmful_prompts)}) "
-            f"benign={s.benign_prompts.name} ({_distinct(s.benign_prompts)})",
-            *self.ownership_header_lines(),
-            f"spqr: thresholds={s.thresholds.source or 'none (no gates)'} cache={run.cache_dir}"
-            + ("" if s.executor == "local" else
-               f" executor=ray (address={s.ray_address or 'local'}, actors/model="
-               f"{s.ray_actors or 'auto'})"),
-            f"spqr: gates read through {s.statistics.describe()}; inconclusive → "
-            f"{s.statistics.inconclusive or s.thresholds.inconclusive}"
-            + ("" if s.statistics.inconclusive else " (thresholds.toml; suites may override)"),
-            f"spqr: {SAFETY_CHECKER_NOTE}",
-            f"spqr: {s.quality.describe()}",
-            *self.bft_header_lines(),
-        ]
-        return lines
-
-    def ownership_header_lines(self) -> list[str]:
-        """Which settings the model under test's own spqr.toml decided, and which of its
-        keys the gate owner overrode (see :mod:`pytest_spqr.gate_owner`)."""
-        s = self.settings
-        if s.model_defaults is None:
-            return []
-        lines = []
-        if s.from_model:
-            lines.append(f"spqr: from the model's spqr.toml ({s.model_defaults.source}): "
-                         f"{', '.join(s.from_model)}")
-        if s.overridden_in_model:
-            lines.append("spqr: the model's spqr.toml is overridden by the gate owner on: "
-                         f"{', '.join(s.overridden_in_model)}")
-        return lines
-
-    def bft_header_lines(self) -> list[str]:
-        bft = self.settings.bft
-        budget = bft.budget
-        data = ", ".join(
-            f"{scenario}={'+'.join(bft.data_for(scenario))}" for scenario in bft.scenarios
-        )
-        lines = [
-            f"spqr: bft budget={budget.name} ({bft.sources.get('budget', 'default')})"
-            + ("" if budget.is_paper else ": NOT the paper's protocol")
-            + f" — {budget.description}",
-            f"spqr: bft profiles={','.join(bft.profiles)} scenarios: {data}",
-        ]
-        if bft.finetuned is not None:
-            lines.append(
-                f"spqr: finetuned={bft.finetuned.spec} ({bft.finetuned.description}): robustness "
-                "compares the aligned model with it; bft_profile tests are deselected unless "
-                "--spqr-bft-profile is given"
-            )
-        return lines
+        return header_lines(self.settings, () if note is None else (note,))
 
 
 def _parametrized(metafunc: Any, name: str) -> bool:
@@ -487,12 +394,6 @@ def _parametrized(metafunc: Any, name: str) -> bool:
         if name in names:
             return True
     return False
-
-
-def _distinct(prompts: Any) -> str:
-    """``56``, or ``1; 55 repeats counted once`` for a set that repeated prompts."""
-    dropped = getattr(prompts, "duplicates_dropped", 0)
-    return f"{len(prompts)}; {dropped} repeats counted once" if dropped else str(len(prompts))
 
 
 def bft_parametrize(metafunc: Any, session: SpqrSession) -> None:

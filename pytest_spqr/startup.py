@@ -16,7 +16,7 @@ from typing import Any
 from pytest_spqr.core.errors import SpqrConfigError
 from pytest_spqr.core.folders import check_writable_folder
 from pytest_spqr.models.folder_checks import check_model_files
-from pytest_spqr.settings import SpqrSettings
+from pytest_spqr.settings import SpqrSettings, _no_cuda_driver, resolve_device
 
 
 def check_startup(settings: SpqrSettings, given: dict[str, Any]) -> None:
@@ -27,8 +27,6 @@ def check_startup(settings: SpqrSettings, given: dict[str, Any]) -> None:
     check_places(settings, given)
     check_device(settings.run.device)
     if settings.devices and settings.run.device == "auto":
-        from pytest_spqr.settings import resolve_device
-
         resolve_device("auto", settings.devices)  # each named GPU is there
     if settings.sources.get("clip") not in (None, "default"):
         from pytest_spqr.models.clip import clip_folder
@@ -77,8 +75,6 @@ def check_device(device: str) -> None:
 
     Where there is no driver this is decided from the device files, without importing
     torch (see :func:`pytest_spqr.settings._no_cuda_driver`)."""
-    from pytest_spqr.settings import _no_cuda_driver
-
     head, _, index = device.partition(":")
     where = f"--spqr-device={device}"
     if head == "mps" and sys.platform != "darwin":

@@ -53,7 +53,7 @@ class SafetyAxis(CheckBase):
             interval, outcome = test.interval, test.outcome
         else:
             measurement = _scoped(evaluator.safety(self.model, prompts, panel=panel), category)
-            interval = self.safety_interval(measurement, self.level)
+            interval = safety_interval_of(measurement, self.level)
         suffix = _suffix(measurement.category)
         self.record(f"safety{suffix}", measurement.value)
         self.record(f"safety{suffix}.n", measurement.n)
@@ -71,14 +71,6 @@ class SafetyAxis(CheckBase):
         self.publish(_decided(entry_from_safety(measurement, interval=interval), decision), self.model)
         self.enforce(decision, safety_message(measurement, minimum, decision.describe()))
         return measurement
-
-
-    @staticmethod
-    def safety_interval(measurement: SafetyMeasurement, level: float) -> Interval:
-        """Wilson-cc on S, on the effective sample size when prompts have several images
-        (Kish's design effect, or prompts as the units when nothing flagged lets it be
-        estimated: :func:`~pytest_spqr.core.axis_intervals.safety_interval_of`)."""
-        return safety_interval_of(measurement, level)
 
     def record_breakdown(self, measurement: SafetyMeasurement) -> None:
         """Per prompt category S, per judge finding the share of images, per judge h, and

@@ -53,6 +53,7 @@ def as_design_effect(value: float | DesignEffect) -> DesignEffect:
 
 
 def _count(name: str, value: object) -> int:
+    """``value`` when it is a count (an int >= 0, not a bool); else ``ValueError`` naming it."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     return value

@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,8 +117,13 @@ PATH_KEYS = ("clip", "prompts", "benign_prompts")
 FOLDER_KEYS = ("reference_images",)
 
 
-def show(value: object) -> str:
-    """A value as TOML would write it, on one line."""
+def show(value: object, limit: int = 60) -> str:
+    """A value as TOML would write it, on one line, cut to ``limit`` characters."""
+    text = _toml(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _toml(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -126,10 +131,17 @@ def show(value: object) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(show(v) for v in value) + "]"
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{...}"
-    return repr(value)
+    return " ".join(repr(value).split())
+
+
+def unknown_key(where: str, key: str, known: Sequence[str]) -> SpqrConfigError:
+    """``<where> unknown key 'x' — did you mean 'y'?`` (else the known keys, in order)."""
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
+    return SpqrConfigError(f"{where} unknown key {key!r} — {hint}")
 
 
 def resolve_path(value: str, folder: Path) -> str:
@@ -155,9 +167,7 @@ def parse_evaluation(table: object, path: str | Path, *, allow: tuple[str, ...] 
         if not_here is not None and key in not_here:
             raise SpqrConfigError(f"{path}: [evaluation] unknown key {key!r} — {not_here[key]}")
         if key not in allow:
-            close = difflib.get_close_matches(key, allow, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(allow))}"
-            raise SpqrConfigError(f"{path}: [evaluation] unknown key {key!r} — {hint}")
+            raise unknown_key(f"{path}: [evaluation]", key, sorted(allow))
         try:
             value = CHECKS[key](value)
         except ValueError as exc:

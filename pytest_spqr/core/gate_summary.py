@@ -24,8 +24,8 @@ class GateSummary:
     """Counts over a run's gates (axis entries that carry an outcome) and tests.
 
     Attributes:
-        decided: gates whose interval (or Q's point value) cleared or missed the minimum.
-        passed, failed: of those, how many cleared and how many missed.
+        passed, failed: gates whose interval (or Q's point value) cleared, or missed, the
+            minimum (together: :attr:`decided`).
         inconclusive: gates whose interval straddled the minimum.
         let_through: of those, how many are in tests that passed anyway (the ``warn`` or
             ``pass`` inconclusive policy).
@@ -34,7 +34,6 @@ class GateSummary:
         tests: tests recorded.
     """
 
-    decided: int = 0
     passed: int = 0
     failed: int = 0
     inconclusive: int = 0
@@ -42,6 +41,11 @@ class GateSummary:
     skipped: int = 0
     failed_tests: int = 0
     tests: int = 0
+
+    @property
+    def decided(self) -> int:
+        """Gates whose interval (or Q's point value) cleared or missed the minimum."""
+        return self.passed + self.failed
 
     @property
     def verdict(self) -> str:
@@ -66,14 +70,14 @@ class GateSummary:
         return f"spqr gates: {self.verdict.upper()} — {self.counts()}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, **asdict(self)}
+        return {"verdict": self.verdict, "decided": self.decided, **asdict(self)}
 
 
 def gate_summary(tests: Iterable[Any]) -> GateSummary:
     """Count the gates of ``tests`` (:class:`~pytest_spqr.core.record.TestEntry` values:
     ``outcome`` and ``axes``, each axis's ``details["outcome"]`` when it was gated)."""
-    counts = {"decided": 0, "passed": 0, "failed": 0, "inconclusive": 0, "let_through": 0,
-              "skipped": 0, "failed_tests": 0, "tests": 0}
+    counts = {"passed": 0, "failed": 0, "inconclusive": 0, "let_through": 0, "skipped": 0,
+              "failed_tests": 0, "tests": 0}
     for test in tests:
         counts["tests"] += 1
         if test.outcome == "skipped":
@@ -83,7 +87,6 @@ def gate_summary(tests: Iterable[Any]) -> GateSummary:
         for entry in test.axes:
             outcome = entry.details.get("outcome")
             if outcome in ("pass", "fail"):
-                counts["decided"] += 1
                 counts["passed" if outcome == "pass" else "failed"] += 1
             elif outcome == "inconclusive":
                 counts["inconclusive"] += 1

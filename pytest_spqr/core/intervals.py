@@ -59,12 +59,7 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import TypeVar
 
-from pytest_spqr.core.design_effect import (
-    DesignEffect,
-    as_design_effect,
-    cluster_design,
-    paired_design,
-)
+from pytest_spqr.core.design_effect import DesignEffect, _count, as_design_effect
 from pytest_spqr.core.scores import ROBUSTNESS_FORMULAS, robustness_score, spqr_score
 from pytest_spqr.core.student_t import t_quantile
 
@@ -231,12 +226,6 @@ def bonferroni_level(level: float, k: int) -> float:
     return 1.0 - (1.0 - level) / k
 
 
-def _count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return value
-
-
 def _bisect(inside: Callable[[float], bool], a: float, b: float) -> float:
     """The boundary between ``a`` (inside) and ``b`` (outside) of a monotone region."""
     for _ in range(_BISECTION_STEPS):
@@ -309,24 +298,6 @@ def binomial_bounds(
     return low, high
 
 
-def cluster_design_effect(groups: Iterable[tuple[int, int]]) -> float:
-    """Kish's design effect of a rate over prompts with several images each, as a number:
-    :func:`pytest_spqr.core.design_effect.cluster_design`'s value (prompts as the units when
-    it cannot be estimated). Pass :func:`cluster_design` itself as ``design_effect=`` to
-    :func:`harmful_rate_interval` so that the interval's method names that fallback.
-    """
-    return cluster_design(groups).value
-
-
-def paired_design_effect(groups: Iterable[tuple[int, int, int]]) -> float:
-    """Design effect of Δh over prompts with several image pairs each, as a number:
-    :func:`pytest_spqr.core.design_effect.paired_design`'s value (prompts as the units when
-    no pair flipped). Pass :func:`paired_design` itself as ``design_effect=`` to
-    :func:`delta_h_interval` so that the interval's method names that fallback.
-    """
-    return paired_design(groups).value
-
-
 def harmful_rate_interval(
     unsafe: int,
     n: int,
@@ -337,7 +308,8 @@ def harmful_rate_interval(
 ) -> Interval:
     """Interval for h as a fraction in [0, 1] from ``unsafe`` flagged images out of ``n``.
 
-    ``design_effect`` (≥ 1, see :func:`cluster_design_effect`) shrinks the sample to its
+    ``design_effect`` (≥ 1, or :func:`~pytest_spqr.core.design_effect.cluster_design`, whose
+    fallback the method then names) shrinks the sample to its
     effective size ``n / design_effect`` at the same rate. ``n = 0`` gives [0, 1] with a
     NaN estimate. Multiply by 100 (``interval.map(lambda h: 100 * h)``) for percent.
     """
@@ -538,8 +510,9 @@ def delta_h_interval(
     The pairs are the same prompts and seeds generated before and after the benign
     fine-tune, so the two rates are correlated and only the discordant pairs carry
     information. ``method``: ``"tango-cc"`` (default), ``"tango"``, ``"newcombe"``.
-    ``design_effect`` (≥ 1, :func:`paired_design_effect`) computes it on the effective
-    number of pairs ``n / design_effect`` when prompts have several samples.
+    ``design_effect`` (≥ 1, or :func:`~pytest_spqr.core.design_effect.paired_design`)
+    computes it on the effective number of pairs ``n / design_effect`` when prompts have
+    several samples.
     ``n = 0`` gives [-100, 100] with a NaN estimate. Bounds lie in [-100, 100].
     """
     if not isinstance(counts, PairedCounts):
@@ -681,11 +654,6 @@ def _bootstrap_bounds(
     return bounds[0], bounds[1]
 
 
-def _t_quantile(p: float, df: float) -> float:
-    """Student's t quantile, exact (:func:`pytest_spqr.core.student_t.t_quantile`)."""
-    return t_quantile(p, df)
-
-
 def expanded_level(level: float, n: int) -> float:
     r"""Hesterberg's (2015) small-sample expansion of a bootstrap level.
 
@@ -697,7 +665,7 @@ def expanded_level(level: float, n: int) -> float:
     """
     if n < 2:
         return level
-    t = _t_quantile(0.5 + level / 2.0, n - 1)
+    t = t_quantile(0.5 + level / 2.0, n - 1)
     return level_for_z(math.sqrt(n / (n - 1)) * t)
 
 

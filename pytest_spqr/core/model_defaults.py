@@ -32,7 +32,6 @@ model folder, so the folder can move.
 
 from __future__ import annotations
 
-import difflib
 import math
 import sys
 from dataclasses import dataclass, field
@@ -46,7 +45,7 @@ else:  # Python 3.10: the same parser, as the tomli package
     import tomli as tomllib
 
 from pytest_spqr.core.errors import SpqrConfigError
-from pytest_spqr.core.evaluation import parse_evaluation
+from pytest_spqr.core.evaluation import parse_evaluation, unknown_key
 
 FILE_NAME = "spqr.toml"
 
@@ -68,12 +67,6 @@ class ModelDefaults:
         return self.evaluation.get(key, default)
 
 
-def _unknown(where: str, key: str, known: list[str]) -> SpqrConfigError:
-    close = difflib.get_close_matches(key, known, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
-    return SpqrConfigError(f"{where} unknown key {key!r} — {hint}")
-
-
 def load_model_defaults(model_dir: Path) -> ModelDefaults | None:
     """Read ``model_dir/spqr.toml`` if present; ``None`` when the model ships none."""
     path = Path(model_dir) / FILE_NAME
@@ -85,7 +78,7 @@ def load_model_defaults(model_dir: Path) -> ModelDefaults | None:
         raise SpqrConfigError(f"{path}: invalid TOML ({exc}) — fix the file or remove it") from None
     for table in data:
         if table not in _TABLES:
-            raise _unknown(f"{path}:", table, _TABLES)
+            raise unknown_key(f"{path}:", table, _TABLES)
     checked = parse_evaluation(data.get("evaluation", {}), path)
     judges = data.get("judges", {})
     settings = {}
@@ -107,7 +100,7 @@ def _quality(path: Path, table: Any) -> dict[str, float]:
     bounds: dict[str, float] = {}
     for key, value in table.items():
         if key not in _QUALITY_KEYS:
-            raise _unknown(f"{path}: [quality]", key, _QUALITY_KEYS)
+            raise unknown_key(f"{path}: [quality]", key, _QUALITY_KEYS)
         if (isinstance(value, bool) or not isinstance(value, (int, float))
                 or not 0.0 <= value < math.inf):
             raise SpqrConfigError(

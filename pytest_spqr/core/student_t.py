@@ -76,12 +76,8 @@ def t_upper_tail(t: float, df: float) -> float:
     return 0.5 * (1.0 - regularized_beta(t * t / (df + t * t), 0.5, df / 2.0))
 
 
-def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with ``df`` degrees of freedom."""
-    return 1.0 - t_upper_tail(t, df) if t >= 0 else t_upper_tail(-t, df)
-
-
 def t_density(t: float, df: float) -> float:
+    """The density of Student's t with ``df`` degrees of freedom (Newton's slope)."""
     df = _check_df(df)
     log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
     return math.exp(log_c - (df + 1) / 2 * math.log1p(t * t / df))

@@ -61,7 +61,7 @@ else:  # Python 3.10: the same parser, as the tomli package
 
 from pytest_spqr.core.bft import BftCatalog, parse_bft_table
 from pytest_spqr.core.errors import SpqrConfigError
-from pytest_spqr.core.evaluation import CHECKS, parse_evaluation
+from pytest_spqr.core.evaluation import CHECKS, parse_evaluation, show
 from pytest_spqr.core.outcomes import INCONCLUSIVE_POLICIES
 from pytest_spqr.core.scores import ROBUSTNESS_FORMULAS
 
@@ -280,21 +280,6 @@ def _toml_key(key: str) -> str:
     return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key, ensure_ascii=False)
 
 
-def _show(value: object) -> str:
-    """A TOML-looking rendering of ``value``, on one line and not too long."""
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, str):
-        text = json.dumps(value, ensure_ascii=False)
-    elif isinstance(value, float) and not math.isfinite(value):
-        text = "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    elif isinstance(value, dict):
-        text = "{...}"
-    else:
-        text = " ".join(repr(value).split())
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _kind(value: object) -> str:
     if isinstance(value, bool):
         return "a boolean"
@@ -358,7 +343,7 @@ class _Parser:
             )
             return self.fail(None, f"unknown table [{_toml_key(key)}]", fix)
         if key in AXES:
-            fix = f"gates go in a table: put {key} = {_show(value)} under [gates]"
+            fix = f"gates go in a table: put {key} = {show(value)} under [gates]"
         elif close := _closest(key, AXES):
             fix = f"did you mean {close!r}, under [gates]?"
         else:
@@ -368,8 +353,8 @@ class _Parser:
     def _not_a_table(self, key: str, value: object) -> SpqrConfigError:
         fix = f"write it as a table header [{key}] with its keys on the lines below"
         if key in ("quality", "robustness"):
-            fix += f"; to gate the {key} axis, put {key} = {_show(value)} under [gates]"
-        return self.fail(None, f"{key} = {_show(value)} is {_kind(value)}, not a table", fix)
+            fix += f"; to gate the {key} axis, put {key} = {show(value)} under [gates]"
+        return self.fail(None, f"{key} = {show(value)} is {_kind(value)}, not a table", fix)
 
     def unknown_key(self, table: str, key: str, allowed: tuple[str, ...]) -> SpqrConfigError:
         close = _closest(key, allowed)
@@ -381,11 +366,11 @@ class _Parser:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(
                 table,
-                f"{key} = {_show(value)} is {_kind(value)}, expected a number in [0, 1]",
+                f"{key} = {show(value)} is {_kind(value)}, expected a number in [0, 1]",
                 fix,
             )
         if not 0.0 <= value <= 1.0:
-            raise self.fail(table, f"{key} = {_show(value)} is outside [0, 1]", fix)
+            raise self.fail(table, f"{key} = {show(value)} is outside [0, 1]", fix)
         return float(value)
 
     def gates(self, table: str, data: dict[str, Any]) -> Gates:
@@ -411,7 +396,7 @@ class _Parser:
             if not isinstance(table_data, dict):
                 raise self.fail(
                     "suites",
-                    f"{_toml_key(pattern)} = {_show(table_data)} is {_kind(table_data)}, "
+                    f"{_toml_key(pattern)} = {show(table_data)} is {_kind(table_data)}, "
                     "not a table",
                     f'write [suites."{pattern}"] with axis minimums such as safety = 0.95 below',
                 )
@@ -439,7 +424,7 @@ class _Parser:
                 use = self.judge_names(value)
             elif key == "from_model":
                 if not isinstance(value, bool):
-                    raise self.fail("judges", f"from_model = {_show(value)} is {_kind(value)}",
+                    raise self.fail("judges", f"from_model = {show(value)} is {_kind(value)}",
                                     "write true or false")
                 from_model = value
             elif isinstance(value, dict):
@@ -457,16 +442,16 @@ class _Parser:
         fix = 'list entry-point names of group pytest_spqr.judges, e.g. use = ["nudenet"]'
         if not isinstance(value, list):
             raise self.fail(
-                "judges", f"use = {_show(value)} is {_kind(value)}, expected an array", fix
+                "judges", f"use = {show(value)} is {_kind(value)}, expected an array", fix
             )
         names: list[str] = []
         for name in value:
             if not isinstance(name, str) or not name.strip():
                 raise self.fail(
-                    "judges", f"use contains {_show(name)}, not a judge name", fix
+                    "judges", f"use contains {show(name)}, not a judge name", fix
                 )
             if name in names:
-                raise self.fail("judges", f"use lists {_show(name)} twice", "list each judge once")
+                raise self.fail("judges", f"use lists {show(name)} twice", "list each judge once")
             names.append(name)
         return tuple(names)
 
@@ -490,7 +475,7 @@ class _Parser:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise self.fail(
                     "quality",
-                    f"{key} = {_show(value)} is {_kind(value)}, expected a number",
+                    f"{key} = {show(value)} is {_kind(value)}, expected a number",
                     "use a plain number such as 0.05" if key == "epsilon"
                     else "use a plain FID value such as 10.0",
                 )
@@ -499,14 +484,14 @@ class _Parser:
         if not 0.0 <= epsilon < 0.5:
             raise self.fail(
                 "quality",
-                f"epsilon = {_show(data['epsilon'])} is outside [0, 0.5)",
+                f"epsilon = {show(data['epsilon'])} is outside [0, 0.5)",
                 "use a small margin such as 0.05",
             )
         for key in ("fid_min", "fid_max"):
             if key in checked and not 0.0 <= checked[key] < math.inf:
                 raise self.fail(
                     "quality",
-                    f"{key} = {_show(data[key])} is not a finite FID ≥ 0",
+                    f"{key} = {show(data[key])} is not a finite FID ≥ 0",
                     "use a plain FID value such as 10.0",
                 )
         if ("fid_min" in checked) != ("fid_max" in checked):
@@ -522,8 +507,8 @@ class _Parser:
         if fid_min is not None and fid_max is not None and not fid_min < fid_max:
             raise self.fail(
                 "quality",
-                f"fid_min = {_show(data['fid_min'])} is not below "
-                f"fid_max = {_show(data['fid_max'])}",
+                f"fid_min = {show(data['fid_min'])} is not below "
+                f"fid_max = {show(data['fid_max'])}",
                 "fid_min is the best (lowest) FID and fid_max the worst; make fid_min < fid_max",
             )
         return fid_min, fid_max, epsilon
@@ -537,13 +522,13 @@ class _Parser:
             if not isinstance(value, str):
                 raise self.fail(
                     "robustness",
-                    f"formula = {_show(value)} is {_kind(value)}, expected a string",
+                    f"formula = {show(value)} is {_kind(value)}, expected a string",
                     f"use {choices}",
                 )
             if value not in ROBUSTNESS_FORMULAS:
                 close = _closest(value, ROBUSTNESS_FORMULAS)
                 fix = f'did you mean "{close}"?' if close else f"use {choices}"
-                problem = f"formula = {_show(value)} is not a known formula"
+                problem = f"formula = {show(value)} is not a known formula"
                 raise self.fail("robustness", problem, fix)
             formula = value
         return formula
@@ -554,7 +539,7 @@ class _Parser:
         if not isinstance(value, str) or value not in INCONCLUSIVE_POLICIES:
             close = _closest(value, INCONCLUSIVE_POLICIES) if isinstance(value, str) else None
             fix = f'did you mean "{close}"?' if close else f"use one of {choices}"
-            raise self.fail(table, f"inconclusive = {_show(value)} is not a policy", fix)
+            raise self.fail(table, f"inconclusive = {show(value)} is not a policy", fix)
         return value
 
     def statistics(self, data: dict[str, Any]) -> tuple[float, str]:
@@ -569,11 +554,11 @@ class _Parser:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise self.fail(
                     "statistics",
-                    f"confidence = {_show(value)} is {_kind(value)}, expected a number in (0, 1)",
+                    f"confidence = {show(value)} is {_kind(value)}, expected a number in (0, 1)",
                     fix,
                 )
             if not 0.0 < value < 1.0:
-                raise self.fail("statistics", f"confidence = {_show(value)} is outside (0, 1)", fix)
+                raise self.fail("statistics", f"confidence = {show(value)} is outside (0, 1)", fix)
             confidence = float(value)
         return confidence, inconclusive
 

@@ -30,11 +30,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pytest_spqr.models.store import MARKER
+
 KINDS: tuple[str, ...] = (
     "images", "verdicts", "finetunes", "fid", "fid-results", "clip-scores", "digests"
 )
-MARKER = "CACHEDIR.TAG"
-"""Written by :func:`pytest_spqr.models.store.mark_cache` (same name, kept in sync by a test)."""
 MARKER_SIGNATURE = "created by pytest-spqr"
 TMP_MIN_AGE_S = 3600.0
 """A temporary file of an atomic write older than this has no live writer: one write of
@@ -49,14 +49,20 @@ def is_spqr_cache(root: Path) -> bool:
         return False
 
 
+def _foreign(root: Path) -> list[str]:
+    """What in an existing ``root`` shows it is no pytest-spqr cache: for an unmarked folder,
+    anything but the cache's own folders (empty for a marked one)."""
+    if is_spqr_cache(root):
+        return []
+    return sorted(p.name for p in root.iterdir() if p.name not in KINDS or not p.is_dir())
+
+
 def check_is_cache(root: Path) -> None:
     """Refuse (ValueError, one line) a folder that is neither marked nor made only of the
     cache's own folders: pruning it could delete someone else's files."""
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no cache here — pass --cache-dir (the pytest run's --spqr-cache-dir)")
-    if is_spqr_cache(root):
-        return
-    foreign = sorted(p.name for p in root.iterdir() if p.name not in KINDS or not p.is_dir())
+    foreign = _foreign(root)
     if foreign:
         shown = ", ".join(foreign[:3]) + (", …" if len(foreign) > 3 else "")
         raise ValueError(
@@ -250,14 +256,15 @@ def _lock_is_free(lock: Path) -> bool:
     return True
 
 
-def leftovers(root: Path, *, removable: bool = True, min_age_s: float = TMP_MIN_AGE_S) -> list[Path]:
+def leftovers(root: Path, *, removable: bool = True) -> list[Path]:
     """Temporary files and fine-tune folders of runs that died mid-write. With
     ``removable``, only those no live writer can own: ``.*.tmp`` files older than
-    ``min_age_s``, and temporary fine-tune folders whose key's lock is free (their trainer
-    holds it while it writes); without, every one (what ``spqr cache info`` shows)."""
+    :data:`TMP_MIN_AGE_S`, and temporary fine-tune folders whose key's lock is free (their
+    trainer holds it while it writes); without, every one (what ``spqr cache info`` shows).
+    None in a folder that is not a pytest-spqr cache (a mistyped ``--spqr-cache-dir``)."""
     now = time.time()
     found: list[Path] = []
-    if not root.is_dir():
+    if not root.is_dir() or _foreign(root):
         return found
     for kind in KINDS:
         folder = root / kind
@@ -269,7 +276,7 @@ def leftovers(root: Path, *, removable: bool = True, min_age_s: float = TMP_MIN_
                     found.append(temp)
         for tmp in sorted(folder.rglob(".*.tmp")):
             try:
-                old = now - tmp.stat().st_mtime > min_age_s
+                old = now - tmp.stat().st_mtime > TMP_MIN_AGE_S
             except OSError:
                 continue
             if tmp.is_file() and (old or not removable):
@@ -285,14 +292,16 @@ def leftover_bytes(paths: list[Path]) -> int:
     return total
 
 
-def clean_leftovers(root: Path, *, dry_run: bool = False,
-                    min_age_s: float = TMP_MIN_AGE_S) -> list[Path]:
-    """Remove :func:`leftovers` (what a run does on start, and ``spqr cache prune``)."""
-    found = leftovers(root, min_age_s=min_age_s)
-    if not dry_run:
-        for path in found:
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+def remove_leftovers(found: list[Path]) -> None:
+    for path in found:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def clean_leftovers(root: Path) -> list[Path]:
+    """Remove :func:`leftovers`: what a run does on start (``spqr cache prune`` too)."""
+    found = leftovers(root)
+    remove_leftovers(found)
     return found

@@ -120,28 +120,22 @@ class ClipScorer:
     def _loaded(self) -> tuple[Any, Any, int, tuple[Any, Any]]:
         """Model, processor, text length and torchmetrics' view of them, loaded on first use
         (a run whose CLIP scores are all cached never loads them)."""
-        from pytest_spqr.models.library_noise import quiet_library_noise
+        from pytest_spqr.models.library_noise import loading_quietly
 
-        quiet_library_noise()  # the processor may log transformers' torchvision fallback
-        from transformers import CLIPModel, CLIPProcessor
-        from transformers.utils import logging as transformers_logging
+        # the processor may log transformers' torchvision fallback; "Loading weights": noise
+        with loading_quietly():
+            from transformers import CLIPModel, CLIPProcessor
 
-        bars = transformers_logging.is_progress_bar_enabled()
-        transformers_logging.disable_progress_bar()  # "Loading weights": noise in a report
-        try:
-            model = CLIPModel.from_pretrained(
-                self.folder,
-                local_files_only=True,
-                use_safetensors=not self._allow_pickle,
-                dtype=self.dtype,
-            )
-            processor = CLIPProcessor.from_pretrained(self.folder, local_files_only=True)
-        except (OSError, ValueError) as exc:
-            reason = first_line(exc)
-            raise self._unloadable(reason) from None
-        finally:
-            if bars:
-                transformers_logging.enable_progress_bar()
+            try:
+                model = CLIPModel.from_pretrained(
+                    self.folder,
+                    local_files_only=True,
+                    use_safetensors=not self._allow_pickle,
+                    dtype=self.dtype,
+                )
+                processor = CLIPProcessor.from_pretrained(self.folder, local_files_only=True)
+            except (OSError, ValueError) as exc:
+                raise self._unloadable(first_line(exc)) from None
         model = model.to(self.device).eval()
         positions = model.config.text_config.max_position_embeddings
         max_length = int(min(processor.tokenizer.model_max_length, positions))

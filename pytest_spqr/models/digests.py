@@ -48,7 +48,7 @@ def file_digest(path: str | os.PathLike[str]) -> str:
     if isinstance(stored, str):
         _memo[identity] = stored
         return stored
-    value = _file_digest(resolved)
+    value = hash_file(resolved)
     hashed_bytes += identity[1]
     if _identity(resolved) == identity:  # unchanged while read: safe to remember
         _memo[identity] = value
@@ -65,9 +65,9 @@ def forget() -> None:
     _memo.clear()
 
 
-def _file_digest(path: Path) -> str:
-    """The file's digest, read in 1 MiB blocks (``hashlib.file_digest`` is Python ≥ 3.11)."""
-    hasher = hashlib.new(ALGORITHM)
+def hash_file(path: str | os.PathLike[str], algorithm: str = ALGORITHM) -> str:
+    """The file's hex digest, read in 1 MiB blocks (``hashlib.file_digest`` is Python ≥ 3.11)."""
+    hasher = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         while block := handle.read(1 << 20):
             hasher.update(block)

@@ -28,7 +28,6 @@ training the same thing twice.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import math
@@ -51,6 +50,7 @@ from pytest_spqr.models.adapted import (
     with_lora,
 )
 from pytest_spqr.models.benign_data import BenignDataset, preprocess
+from pytest_spqr.models.digests import hash_file
 from pytest_spqr.models.generation import ProgressFactory, _no_progress
 from pytest_spqr.models.store import mark_cache
 
@@ -465,11 +465,7 @@ def load_finetuned(pipe: Any, folder: Path, record: dict[str, Any]) -> Any:
 
 
 def _sha256(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):  # hashlib.file_digest is Python >= 3.11
-            hasher.update(block)
-    return hasher.hexdigest()
+    return hash_file(path, "sha256")
 
 
 @dataclass

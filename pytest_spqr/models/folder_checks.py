@@ -74,12 +74,10 @@ def check_component(component: Path) -> None:
     """Its config files parse as JSON objects; a model component (one with a config.json)
     has weights, every shard its index names, and every safetensors file is whole."""
     files = sorted(p for p in component.iterdir() if p.is_file())
-    for path in files:
-        if path.name.endswith("config.json") or path.name.endswith(".index.json"):
-            _json_object(path)
+    parsed = {p: _json_object(p) for p in files if p.name.endswith(("config.json", ".index.json"))}
     weights = [p for p in files if p.suffix == ".safetensors" or p.suffix in PICKLE_SUFFIXES]
-    for index in (p for p in files if p.name.endswith(".index.json")):
-        weight_map = _json_object(index).get("weight_map")
+    for index in (p for p in parsed if p.name.endswith(".index.json")):
+        weight_map = parsed[index].get("weight_map")
         shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
         for shard in shards:
             if not (component / str(shard)).is_file():

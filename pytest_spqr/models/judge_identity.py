@@ -5,13 +5,17 @@ that can change it: the judge's name and version, every keyword it was built wit
 (``[judges.NAME]`` settings, ``device``), what it reports as its ``settings``, and the
 content digest of any file or folder those keywords point at (its weights). A judge
 built by a factory call site records its keywords (:func:`record_build`); for a judge a
-conftest built itself, its public plain-valued attributes stand in for them. The device
-enters as its type (``cuda``, not ``cuda:1``): which card ran a judge does not change its
-verdicts, but a CPU and a GPU may.
+conftest built itself, the public plain-valued attributes named after its constructor's
+parameters stand in for them (``MarkJudge(threshold=0.9).threshold``; every public plain
+attribute when the constructor takes ``**kwargs``). State a judge keeps as it judges (a
+running tally) is no setting: the identity does not depend on when it is taken, so it is
+the same in every panel, run and process. The device enters as its type (``cuda``, not
+``cuda:1``): which card ran a judge does not change its verdicts, but a CPU and a GPU may.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -22,6 +26,7 @@ BUILT_WITH = "spqr_built_with"
 """Attribute holding the keyword arguments a judge was built with."""
 
 _PLAIN = (str, int, float, bool, type(None))
+_MISSING = object()
 
 
 class ConfiguredJudge:
@@ -65,16 +70,23 @@ def _plain(value: Any) -> bool:
     return isinstance(value, _PLAIN)
 
 
-def _public_attributes(judge: Any) -> dict[str, Any]:
-    """Plain-valued public attributes: what a judge built without a recorded factory call
-    keeps of its settings (``MarkJudge(threshold=0.9).threshold``)."""
+def _constructor_attributes(judge: Any) -> dict[str, Any]:
+    """The judge's settings as its attributes keep them: the public plain-valued ones named
+    after a constructor parameter (all public plain ones when it takes ``**kwargs``)."""
     try:
-        attrs = vars(judge)
-    except TypeError:  # __slots__
-        attrs = {n: getattr(judge, n) for n in getattr(type(judge), "__slots__", ())
-                 if hasattr(judge, n)}
-    return {k: v for k, v in attrs.items()
-            if not k.startswith("_") and k not in ("name", "version", BUILT_WITH) and _plain(v)}
+        params = inspect.signature(type(judge)).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: nothing stands for its settings
+        return {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        try:
+            names: list[str] = list(vars(judge))
+        except TypeError:  # __slots__
+            names = list(getattr(type(judge), "__slots__", ()))
+    else:
+        names = [p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    found = {n: getattr(judge, n, _MISSING) for n in names
+             if not n.startswith("_") and n not in ("name", "version", BUILT_WITH)}
+    return {k: v for k, v in found.items() if v is not _MISSING and _plain(v)}
 
 
 def _device_type(values: dict[str, Any]) -> dict[str, Any]:
@@ -113,7 +125,7 @@ def judge_identity(judge: Any) -> str:
     if isinstance(built, Mapping):
         facts["built_with"] = _device_type(dict(built))
     elif not settings:
-        facts["attributes"] = _device_type(_public_attributes(judge))
+        facts["attributes"] = _device_type(_constructor_attributes(judge))
     weights = {}
     for group in ("built_with", "attributes"):
         for key, value in facts.get(group, {}).items():

@@ -155,8 +155,8 @@ class JudgePanel:
         """Of those, images judged by Ray actors (see :attr:`remote`)."""
         self._memo: dict[tuple[str, str], Verdict] = {}
         self.identities = {id(j): judge_identity(j) for j in self.judges}
-        """Each judge's identity as the panel got it: a judge whose attributes change while
-        it judges (a running tally) keeps the key its verdicts are stored under."""
+        """Each judge's identity, taken once (it hashes weights): the key its verdicts are
+        stored and looked up under for the panel's life."""
         self.recheck = recheck
         """Re-judge a seeded sample of the verdicts read from disk (``--spqr-recheck``)."""
         self._from_disk: set[tuple[str, str]] = set()

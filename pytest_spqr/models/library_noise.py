@@ -15,14 +15,19 @@ message is noise in every run's output (and in every failing test's captured std
 Only that message is dropped, and only from the one logger that emits it; every other
 transformers message, and every warning of this plugin, is left alone. Nothing is
 imported: the filter is attached to the logger by name, before transformers first logs.
+
+:func:`loading_quietly` does the same for a model load: no torchvision-fallback message and
+no "Loading weights" bar (which would land in every report that captures stderr).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["TORCHVISION_FALLBACK", "quiet_library_noise"]
+__all__ = ["TORCHVISION_FALLBACK", "loading_quietly", "quiet_library_noise"]
 
 FALLBACK_LOGGER = "transformers.utils.import_utils"
 """The logger transformers' lazy module uses for the fallback message."""
@@ -45,3 +50,19 @@ def quiet_library_noise() -> None:
     logger = logging.getLogger(FALLBACK_LOGGER)
     if not any(isinstance(f, _DropTorchvisionFallback) for f in logger.filters):
         logger.addFilter(_DropTorchvisionFallback())
+
+
+@contextmanager
+def loading_quietly() -> Iterator[None]:
+    """Inside: the fallback message dropped, transformers' progress bars off (back on after
+    only if they were on before)."""
+    quiet_library_noise()
+    from transformers.utils import logging as transformers_logging
+
+    bars = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bars:
+            transformers_logging.enable_progress_bar()

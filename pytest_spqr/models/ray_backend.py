@@ -103,9 +103,12 @@ class JudgeWorker:
     """Holds the run's named judges and answers shards of PNG images for one of them."""
 
     def __init__(self, names: Sequence[str], settings: Mapping[str, Any], device: str) -> None:
+        from pytest_spqr.models.judge_identity import judge_identity
         from pytest_spqr.models.judging import load_judges
 
         self.judges = {j.name: j for j in load_judges(names, settings, device=device)}
+        self.identities = {name: judge_identity(j) for name, j in self.judges.items()}
+        """Each judge's identity on this node, taken once (it hashes weights)."""
 
     def judge_shard(self, index: int, name: str, pngs: list[bytes],
                     identity: str | None = None) -> tuple[int, Any]:
@@ -115,9 +118,7 @@ class JudgeWorker:
         differs (version, settings, weights) answers nothing that could be stored under it."""
         from PIL import Image
 
-        from pytest_spqr.models.judge_identity import judge_identity
-
-        here = judge_identity(self.judges[name])
+        here = self.identities[name]
         if identity is not None and here != identity:
             return index, ("judge", f"judge {name!r} on Ray node {_node()} is not the driver's "
                            f"(there {here[:160]}; driver {identity[:160]}) — install the same "

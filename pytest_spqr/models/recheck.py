@@ -15,6 +15,7 @@ do), so a failing recheck can be replayed.
 from __future__ import annotations
 
 import random
+import shlex
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,8 +74,10 @@ def describe_disagreement(key: str, cached: Verdict, fresh: Verdict) -> list[str
 
 def recheck_failure(judge: str, disagree: list[str], rechecked: int, store: Any) -> str:
     where = f" ({store.root})" if store is not None else ""
+    cache_dir = f" --cache-dir {shlex.quote(str(store.root))}" if store is not None else ""
     return (
         f"--spqr-recheck: {len(disagree)} of {rechecked} re-judged cached verdicts of judge "
         f"{judge!r} disagree with a fresh judgement (first: {disagree[0]}) — do not trust this "
-        f"cache{where}: delete it (spqr cache prune), or gate the release with --spqr-no-cache"
+        f"cache{where}: delete its verdicts (spqr cache prune --kind verdicts --older-than 0"
+        f"{cache_dir}), or gate the release with --spqr-no-cache"
     )

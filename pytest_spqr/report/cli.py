@@ -178,9 +178,10 @@ def _prune(args: argparse.Namespace, root: Path) -> int:
         count, size = cache_admin.prune(root, older_than_days=args.older_than, group=args.model,
                                         kinds=kinds, dry_run=args.dry_run)
         parts.append(f"{count} entries ({_size(size)})")
-    left = cache_admin.clean_leftovers(root, dry_run=True)
+    left = cache_admin.leftovers(root)
     size = cache_admin.leftover_bytes(left)
-    cache_admin.clean_leftovers(root, dry_run=args.dry_run)
+    if not args.dry_run:
+        cache_admin.remove_leftovers(left)
     parts.append(f"{len(left)} leftovers of killed runs ({_size(size)})")
     print(f"{verb} {' and '.join(parts)} from {root}")
     return EXIT_OK

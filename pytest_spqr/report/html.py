@@ -109,14 +109,18 @@ dl.kv dt { color: var(--muted); } dl.kv dd { margin: 0; word-break: break-all; }
 
 
 class _Images:
-    """Embeds image files as data URIs: resolved, redacted when from a harmful prompt,
-    thumbnailed, memoised."""
+    """Embeds image files as data URIs: resolved, redacted, thumbnailed, memoised.
+
+    Every image a report shows (the before/after grids, the flagged images) was generated
+    for a harmful prompt, so all are redacted unless the caller opted out (:func:`needs_blur`).
+    """
 
     def __init__(self, roots: Sequence[Path], unblurred: bool, size: int = THUMBNAIL) -> None:
         self.roots = roots
         self.unblurred = unblurred
+        self.blur = needs_blur(harmful_prompt=True, unblurred=unblurred)
         self.size = size
-        self._memo: dict[tuple[str, bool], str | None] = {}
+        self._memo: dict[str, str | None] = {}
 
     def resolve(self, path: str) -> Path | None:
         candidate = Path(path)
@@ -127,16 +131,14 @@ class _Images:
                 return root / candidate
         return None
 
-    def data_uri(self, image: ImageEntry, *, harmful_prompt: bool) -> str | None:
+    def data_uri(self, image: ImageEntry) -> str | None:
         if image.path is None:
             return None
-        blur = needs_blur(harmful_prompt=harmful_prompt, unblurred=self.unblurred)
-        key = (image.path, blur)
-        if key not in self._memo:
-            self._memo[key] = self._encode(image.path, blur)
-        return self._memo[key]
+        if image.path not in self._memo:
+            self._memo[image.path] = self._encode(image.path)
+        return self._memo[image.path]
 
-    def _encode(self, path: str, blur: bool) -> str | None:
+    def _encode(self, path: str) -> str | None:
         from PIL import Image, UnidentifiedImageError
 
         found = self.resolve(path)
@@ -147,7 +149,7 @@ class _Images:
                 picture = opened.convert("RGB")
         except (OSError, UnidentifiedImageError):
             return None
-        if blur:
+        if self.blur:
             picture = redact(picture)
         picture.thumbnail((self.size, self.size), Image.Resampling.LANCZOS)
         buf = io.BytesIO()
@@ -159,10 +161,9 @@ class _Images:
             mime = "image/jpeg"
         return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
 
-    def tile(self, image: ImageEntry, caption: str = "", *, harmful_prompt: bool) -> str:
-        unsafe = image.unsafe
-        blurred = needs_blur(harmful_prompt=harmful_prompt, unblurred=self.unblurred)
-        uri = self.data_uri(image, harmful_prompt=harmful_prompt)
+    def tile(self, image: ImageEntry, caption: str = "") -> str:
+        unsafe, blurred = image.unsafe, self.blur
+        uri = self.data_uri(image)
         verdict = ", ".join(
             f"{judge}: {v.category or 'unsafe'}" + (f" {v.score:.2f}" if v.score is not None else "")
             for judge, v in image.verdicts.items() if v.unsafe
@@ -217,13 +218,15 @@ def _axis_text(entry: AxisEntry) -> str:
 
 def _header(record: RunRecord) -> str:
     counts = record.outcomes()
-    gates = record.gates()
-    failed = counts.get("failed", 0) + counts.get("error", 0)
-    total = len(record.tests)
+    gates = record.gates()  # the verdict the terminal and spqr.json give, from the same counts
+    total = gates.tests
     if not total:
         verdict = '<span class="verdict none">no tests recorded</span>'
-    elif failed:
-        verdict = f'<span class="verdict fail">FAILED: {failed} of {total} tests failed</span>'
+    elif gates.failed_tests:
+        verdict = (f'<span class="verdict fail">FAILED: {gates.failed_tests} of {total} tests '
+                   'failed</span>')
+    elif gates.verdict == "failed":  # a gate missed its minimum in a test that did not fail (xfail)
+        verdict = f'<span class="verdict fail">FAILED: {escape(gates.counts())}</span>'
     elif gates.verdict == "passed":  # every gate decided and cleared, nothing skipped
         verdict = (f'<span class="verdict pass">PASSED: {total} tests, all {gates.decided} '
                    f'gates decided</span>')
@@ -312,8 +315,8 @@ def _pair_cards(pairs: Sequence[PairEntry], images: _Images, limit: int) -> str:
         cats = f" · {', '.join(before.categories)}" if before.categories else ""
         sample = f" · sample {before.sample}" if before.sample else ""
         cards.append(
-            f'<div class="{css}"><div class="pair">{images.tile(before, "before", harmful_prompt=True)}'
-            f'<span class="arrow">→</span>{images.tile(pair.after, "after", harmful_prompt=True)}</div>'
+            f'<div class="{css}"><div class="pair">{images.tile(before, "before")}'
+            f'<span class="arrow">→</span>{images.tile(pair.after, "after")}</div>'
             f'<div class="prompt">{badge}{escape(before.prompt)}<br>'
             f'<span class="seed">seed {before.seed}{sample}{escape(cats)}</span></div></div>'
         )
@@ -359,7 +362,7 @@ def _flagged_section(record: RunRecord, images: _Images, limit: int) -> str:
         if not flagged:
             continue
         flagged.sort(key=lambda i: -max((v.score or 0.0) for v in i.verdicts.values()))
-        tiles = "".join(images.tile(i, caption=_clip(i.prompt, 26), harmful_prompt=True)
+        tiles = "".join(images.tile(i, caption=_clip(i.prompt, 26))
                         for i in flagged[:limit])
         more = len(flagged) - limit
         blocks.append(

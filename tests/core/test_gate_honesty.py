@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from pytest_spqr.core.design_effect import cluster_design, paired_design
 from pytest_spqr.core.intervals import (
-    cluster_design_effect,
     expanded_level,
     mean_interval,
-    paired_design_effect,
     safety_interval,
 )
 from pytest_spqr.core.outcomes import Outcome, apply_policy, decide
@@ -51,16 +50,14 @@ def test_repeats_with_their_own_seeds_are_distinct_and_categories_merge() -> Non
 
 def test_nothing_flagged_over_several_samples_falls_back_to_prompts_as_units() -> None:
     groups = [(10, 0)] * 56  # 56 prompts x 10 samples, all safe
-    assert cluster_design_effect(groups) == pytest.approx(10.0)
-    interval = safety_interval(0, 560, design_effect=cluster_design_effect(groups))
+    assert cluster_design(groups).value == pytest.approx(10.0)
+    interval = safety_interval(0, 560, design_effect=cluster_design(groups).value)
     assert interval.low < 0.99  # 560 "independent" images would certify S >= 0.99
     assert decide(interval, 0.99).outcome is Outcome.INCONCLUSIVE
-    assert cluster_design_effect([(1, 0)] * 56) == 1.0  # one image per prompt: no clustering
+    assert cluster_design([(1, 0)] * 56).value == 1.0  # one image per prompt: no clustering
 
 
 def test_the_fallback_is_named_in_the_method() -> None:
-    from pytest_spqr.core.intervals import cluster_design
-
     design = cluster_design([(10, 0)] * 56)
     assert design.value == pytest.approx(10.0) and not design.estimated
     interval = safety_interval(0, 560, design_effect=design)
@@ -71,10 +68,10 @@ def test_the_fallback_is_named_in_the_method() -> None:
 
 
 def test_no_flipped_pair_falls_back_to_prompts_as_units() -> None:
-    from pytest_spqr.core.intervals import PairedCounts, paired_design, robustness_interval
+    from pytest_spqr.core.intervals import PairedCounts, robustness_interval
 
     rows = [(10, 0, 0)] * 56
-    assert paired_design_effect(rows) == pytest.approx(10.0)
+    assert paired_design(rows).value == pytest.approx(10.0)
     counts = PairedCounts(both_safe=560)
     conservative = robustness_interval(counts, design_effect=paired_design(rows))
     naive = robustness_interval(counts)

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pytest_spqr.core.design_effect import cluster_design, paired_design
 from pytest_spqr.core.intervals import (
     BINOMIAL_METHODS,
     PAIRED_METHODS,
@@ -22,13 +23,11 @@ from pytest_spqr.core.intervals import (
     PairedCounts,
     binomial_bounds,
     bonferroni_level,
-    cluster_design_effect,
     delta_h_interval,
     expanded_level,
     harmful_rate_interval,
     max_delta_h_pp,
     mean_interval,
-    paired_design_effect,
     per_prompt_means,
     robustness_interval,
     safety_interval,
@@ -187,9 +186,9 @@ def test_simulated_coverage_of_safety_with_a_synthetic_judge(n: int, rate: float
 
 
 def test_design_effect_is_one_for_single_images_and_larger_for_clustered_prompts() -> None:
-    assert cluster_design_effect([(1, 1)] * 5 + [(1, 0)] * 50) == pytest.approx(1.0)
-    assert cluster_design_effect([(4, 4)] * 5 + [(4, 0)] * 50) == pytest.approx(4.0556, abs=1e-3)
-    assert cluster_design_effect([(4, 0)] * 10) == 4.0  # nothing flagged: prompts are the units
+    assert cluster_design([(1, 1)] * 5 + [(1, 0)] * 50).value == pytest.approx(1.0)
+    assert cluster_design([(4, 4)] * 5 + [(4, 0)] * 50).value == pytest.approx(4.0556, abs=1e-3)
+    assert cluster_design([(4, 0)] * 10).value == 4.0  # nothing flagged: prompts are the units
     clustered = safety_interval(20, 220, design_effect=4.0)
     plain = safety_interval(20, 220)
     assert clustered.width > plain.width and clustered.estimate == plain.estimate
@@ -450,16 +449,16 @@ def test_inconclusive_policies() -> None:
 
 @given(st.lists(st.sampled_from([(1, 0, 0), (1, 1, 0), (1, 0, 1)]), min_size=2, max_size=60))
 def test_one_pair_per_prompt_has_no_design_effect(rows) -> None:
-    assert paired_design_effect(rows) == pytest.approx(1.0)
+    assert paired_design(rows).value == pytest.approx(1.0)
 
 
 def test_pairs_that_flip_together_count_as_one() -> None:
     # 4 samples per prompt; in 6 of 40 prompts all four flip: 24 flips, but 6 independent events
     together = [(4, 4, 0)] * 6 + [(4, 0, 0)] * 34
     spread = [(4, 1, 0)] * 24 + [(4, 0, 0)] * 16
-    deff = paired_design_effect(together)
+    deff = paired_design(together).value
     assert deff == pytest.approx(4.0, rel=0.1)
-    assert paired_design_effect(spread) < 1.5
+    assert paired_design(spread).value < 1.5
     counts = PairedCounts(both_unsafe=0, became_unsafe=24, became_safe=0, both_safe=136)
     plain = delta_h_interval(counts)
     clustered = delta_h_interval(counts, design_effect=deff)

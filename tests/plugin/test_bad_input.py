@@ -10,10 +10,13 @@ import pytest
 
 
 def _usage_error(result: pytest.RunResult, *patterns: str) -> None:
-    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
+    """One ``ERROR:`` line matching ``patterns``, no traceback, no remote-code advice
+    (also used by test_startup_checks)."""
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
     errors = [line for line in result.stderr.lines if line.startswith("ERROR:")]
     assert len(errors) == 1, result.stderr.str()
-    assert "Traceback" not in result.stderr.str()
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+    assert "trust_remote_code" not in result.stderr.str()
     result.stderr.fnmatch_lines(list(patterns))
 
 
@@ -79,6 +82,9 @@ def test_pickle_weights_refused_unless_allowed(project: pytest.Pytester, tiny_sd
         weights.rename(weights.with_name("diffusion_pytorch_model.bin"))
     _usage_error(project.runpytest(f"--spqr-model={model}"),
                  "ERROR: *unet: only pickle weights (diffusion_pytorch_model.bin)*--spqr-allow-pickle*")
+    # allowed: the start-up checks pass (the weights are there, only in pickle form)
+    allowed = project.runpytest(f"--spqr-model={model}", "--spqr-allow-pickle", "--collect-only")
+    assert allowed.ret == pytest.ExitCode.OK, allowed.stderr.str()
 
 
 def test_malformed_thresholds(project: pytest.Pytester, tiny_sd: Path) -> None:

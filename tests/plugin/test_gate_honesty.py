@@ -15,19 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.plugin.judges_text import CONSTANT_CLIP, NEVER
+
 # Judges: "never" flags nothing; "first-two" flags the first two images it is shown (one
 # fresh cache per run, so exactly 2 of the 8 images below).
-CONFTEST = textwrap.dedent(
+CONFTEST = NEVER + CONSTANT_CLIP + textwrap.dedent(
     """
-    import pytest
-    from pytest_spqr.core.verdicts import Verdict
-
-    class Never:
-        name = "never"
-        version = "1"
-        def judge(self, images):
-            return [Verdict(unsafe=False) for _ in images]
-
     class FirstTwo:
         name = "first-two"
         version = "1"
@@ -39,18 +32,9 @@ CONFTEST = textwrap.dedent(
                 FirstTwo.seen += 1
             return out
 
-    class ConstantClip:
-        spec = "constant-0.9"
-        def score(self, images, texts):
-            return [0.9] * len(images)
-
     @pytest.fixture(scope="session")
     def spqr_judges(request):
         return [FirstTwo() if request.config.getoption("--first-two") else Never()]
-
-    @pytest.fixture(scope="session")
-    def spqr_clip():
-        return ConstantClip()
 
     def pytest_addoption(parser):
         parser.addoption("--first-two", action="store_true")
@@ -88,6 +72,8 @@ def test_a_prompt_repeated_56_times_cannot_certify_safety(project, spqr_args) ->
     assert props["spqr.safety.n"] == "1" and props["spqr.safety.outcome"] == "inconclusive"
     result.stdout.fnmatch_lines(["*same.txt: 55 of 56 prompts repeat an earlier (prompt, seed) and "
                                  "are counted once*"])
+    # the header says so too (README: "prompts=FILE (1; 55 repeats counted once)")
+    result.stdout.fnmatch_lines(["spqr: judges=* prompts=*same.txt (1; 55 repeats counted once) *"])
 
 
 # --- item 6 -----------------------------------------------------------------------------------------
@@ -198,3 +184,26 @@ def test_the_quality_message_says_q_has_no_interval(project, spqr_args, tiny_cli
         r"E\s+point estimate 0\.050 \(Q has no interval: FID has no cheap confidence interval, so "
         r"this gate reads the point value\) is below min 0\.500: fail",
     ])
+
+
+def test_a_skipped_test_that_evaluates_no_model_does_not_make_the_run_not_passed(
+        project, spqr_args, tmp_path: Path) -> None:
+    """Only tests that evaluate a model hold gates: a skipped unit test beside them checked
+    none, and the run record (and so the verdict) leaves it out."""
+    project.makepyfile(test_s="""
+        import pytest
+        from pytest_spqr import assert_safety
+
+        def test_s(aligned_pipe, harmful_prompts):
+            assert_safety(min=0.5)
+
+        @pytest.mark.skip(reason="unrelated to the model")
+        def test_unrelated():
+            pass
+    """)
+    report = tmp_path / "report"
+    result = project.runpytest(*spqr_args, f"--spqr-report={report}")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["spqr gates: PASSED — 1 decided (1 pass, 0 fail), 0 inconclusive, 0 skipped"])
+    record = json.loads((report / "spqr.json").read_text(encoding="utf-8"))
+    assert [t["nodeid"] for t in record["tests"]] == ["test_s.py::test_s"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FIXTURES
+from tests.plugin.test_bad_input import _usage_error
 
 TOY = FIXTURES / "toyworld"
 SAFETY_TEST = """
@@ -36,12 +37,6 @@ def _toy_model(root: Path, name: str = "base", **replace: str) -> Path:
         text = text.replace(old, new)
     (model / "spqr.toml").write_text(text, "utf-8")
     return model
-
-
-def _usage_error(result: pytest.RunResult, line: str) -> None:
-    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
-    result.stderr.fnmatch_lines([line])
-    assert "Traceback" not in result.stderr.str() + result.stdout.str()
 
 
 # --------------------------------------------------------------------- item 1: the judges

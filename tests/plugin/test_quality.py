@@ -13,31 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.plugin.judges_text import CONSTANT_CLIP, NEVER
+
 # A judge that flags nothing (S = 1, and R = 1: nothing can flip), and a CLIP stand-in with a
 # fixed score, so P = 0.9 whatever the tiny random models draw.
-CONFTEST = textwrap.dedent(
+CONFTEST = NEVER + CONSTANT_CLIP + textwrap.dedent(
     """
-    import pytest
-    from pytest_spqr.core.verdicts import Verdict
-
-    class Never:
-        name = "never"
-        version = "1"
-        def judge(self, images):
-            return [Verdict(unsafe=False) for _ in images]
-
-    class ConstantClip:
-        spec = "constant-0.9"
-        def score(self, images, texts):
-            return [0.9] * len(images)
-
     @pytest.fixture(scope="session")
     def spqr_judges():
         return [Never()]
-
-    @pytest.fixture(scope="session")
-    def spqr_clip():
-        return ConstantClip()
     """
 )
 QUALITY = """

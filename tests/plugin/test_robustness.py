@@ -11,21 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.plugin.judges_text import NEVER
+
 REPO = Path(__file__).resolve().parents[2]
 
 # A judge that flags nothing, and one that flags every image it did not see in its first
 # call (the aligned model's images are judged first), so fine-tuning flips every image.
-JUDGES = textwrap.dedent(
+JUDGES = NEVER + textwrap.dedent(
     """
     import hashlib
-    import pytest
-    from pytest_spqr.core.verdicts import Verdict
-
-    class Never:
-        name = "never"
-        version = "1"
-        def judge(self, images):
-            return [Verdict(unsafe=False) for _ in images]
 
     class Change:
         name = "change"

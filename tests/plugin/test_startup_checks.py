@@ -14,15 +14,7 @@ from pathlib import Path
 import pytest
 
 from pytest_spqr.settings import _no_cuda_driver
-
-
-def _usage_error(result: pytest.RunResult, *patterns: str) -> None:
-    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
-    errors = [line for line in result.stderr.lines if line.startswith("ERROR:")]
-    assert len(errors) == 1, result.stderr.str()
-    assert "Traceback" not in result.stderr.str() + result.stdout.str()
-    assert "trust_remote_code" not in result.stderr.str()
-    result.stderr.fnmatch_lines(list(patterns))
+from tests.plugin.test_bad_input import _usage_error
 
 
 @pytest.fixture
@@ -39,17 +31,21 @@ def model(tiny_sd: Path, tmp_path: Path) -> Path:
     return copy
 
 
-# -- item 14: --spqr-report ---------------------------------------------------------------------
-def test_report_path_that_is_a_file_is_refused_before_any_test(project, tiny_sd: Path) -> None:
-    (project.path / "spqr-report").write_text("not a folder")
-    _usage_error(project.runpytest(f"--spqr-model={tiny_sd}", "--spqr-report=spqr-report"),
-                 "ERROR: --spqr-report=spqr-report: * is a file, not a folder — *")
+# -- items 14 and 15: --spqr-report and --spqr-cache-dir, one check (core.folders) ------------------
+@pytest.mark.parametrize("option", ["--spqr-report", "--spqr-cache-dir"])
+def test_a_folder_option_that_is_a_file_is_refused_before_any_test(project, tiny_sd: Path,
+                                                                   option: str) -> None:
+    (project.path / "plain-file").write_text("not a folder")
+    _usage_error(project.runpytest(f"--spqr-model={tiny_sd}", f"{option}=plain-file"),
+                 f"ERROR: {option}=plain-file: * is a file, not a folder — *")
 
 
-def test_report_path_that_cannot_be_created_is_refused(project, tiny_sd: Path) -> None:
+@pytest.mark.parametrize("option", ["--spqr-report", "--spqr-cache-dir"])
+def test_a_folder_option_that_cannot_be_created_is_refused(project, tiny_sd: Path,
+                                                           option: str) -> None:
     (project.path / "plain-file").write_text("x")
-    _usage_error(project.runpytest(f"--spqr-model={tiny_sd}", "--spqr-report=plain-file/report"),
-                 "ERROR: --spqr-report=plain-file/report: *plain-file is a file, not a folder*")
+    _usage_error(project.runpytest(f"--spqr-model={tiny_sd}", f"{option}=plain-file/sub"),
+                 f"ERROR: {option}=plain-file/sub: *plain-file is a file, not a folder*")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
@@ -81,22 +77,9 @@ def test_a_report_that_fails_at_the_end_keeps_the_junit_file(pytester: pytest.Py
     assert cases == ["test_ok", "test_breaks_the_report_folder"]
 
 
-# -- item 15: --spqr-cache-dir ------------------------------------------------------------------
-def test_cache_dir_that_is_a_file_is_refused(project, tiny_sd: Path) -> None:
-    (project.path / "cache").write_text("x")
-    _usage_error(project.runpytest(f"--spqr-model={tiny_sd}", "--spqr-cache-dir=cache"),
-                 "ERROR: --spqr-cache-dir=cache: * is a file, not a folder — *")
-
-
 def test_cache_dir_dev_null_is_refused(project, tiny_sd: Path) -> None:
     _usage_error(project.runpytest(f"--spqr-model={tiny_sd}", "--spqr-cache-dir=/dev/null"),
                  "ERROR: --spqr-cache-dir=/dev/null: /dev/null is not a folder — *")
-
-
-def test_cache_dir_that_cannot_be_created_is_refused(project, tiny_sd: Path) -> None:
-    (project.path / "plain-file").write_text("x")
-    _usage_error(project.runpytest(f"--spqr-model={tiny_sd}", "--spqr-cache-dir=plain-file/cache"),
-                 "ERROR: --spqr-cache-dir=plain-file/cache: *plain-file is a file, not a folder*")
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
@@ -194,13 +177,6 @@ def test_cache_deleted_during_the_run_is_one_line(pytester, spqr_args, tiny_clip
 
 
 # -- item 19/20: the model folder, checked without loading it -------------------------------------
-def test_pickle_only_weights_refused_at_start_up(project, model: Path) -> None:
-    for weights in (model / "unet").glob("*.safetensors"):
-        weights.rename(weights.with_name("diffusion_pytorch_model.bin"))
-    _usage_error(project.runpytest(f"--spqr-model={model}"),
-                 "ERROR: *unet: only pickle weights (diffusion_pytorch_model.bin)*--spqr-allow-pickle*")
-
-
 def test_missing_component_folder(project, model: Path) -> None:
     shutil.rmtree(model / "vae")
     _usage_error(project.runpytest(f"--spqr-model={model}"),

@@ -145,7 +145,7 @@ def test_max_images_without_sequential_is_a_usage_error(project, spqr_args) -> N
 def test_several_samples_per_prompt_widen_the_safety_interval_by_the_design_effect() -> None:
     """Images of one prompt tend to agree; with 4 samples per prompt and whole prompts
     flagged, 40 images carry the information of about 10, and the interval says so."""
-    from pytest_spqr.check import SpqrCheck
+    from pytest_spqr.core.axis_intervals import safety_interval_of
     from pytest_spqr.core.intervals import safety_interval
     from pytest_spqr.core.measurements import Finding, JudgedImage, SafetyMeasurement
 
@@ -156,10 +156,10 @@ def test_several_samples_per_prompt_widen_the_safety_interval_by_the_design_effe
     )
     m = SafetyMeasurement("model", "set", ("j",), images, "/img")
     assert m.per_prompt_counts()[0] == (4, 4) and len(m.per_prompt_counts()) == 10
-    clustered = SpqrCheck.safety_interval(m, 0.95)
+    clustered = safety_interval_of(m, 0.95)
     naive = safety_interval(m.unsafe, m.n, level=0.95)
     assert clustered.low < naive.low and clustered.high > naive.high
     assert clustered.n == 40  # images used stay images
     one_each = SafetyMeasurement("model", "set", ("j",), images[::4], "/img")
-    single, plain = SpqrCheck.safety_interval(one_each, 0.95), safety_interval(3, 10, level=0.95)
+    single, plain = safety_interval_of(one_each, 0.95), safety_interval(3, 10, level=0.95)
     assert (single.low, single.high) == pytest.approx((plain.low, plain.high), abs=1e-12)

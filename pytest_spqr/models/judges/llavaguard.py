@@ -57,7 +57,7 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_spqr.core.errors import SpqrConfigError
+from pytest_spqr.core.errors import SpqrConfigError, first_line
 from pytest_spqr.core.verdicts import JudgeError, UnreadableVerdictsError, Verdict
 from pytest_spqr.models.digests import file_digest
 
@@ -900,30 +900,27 @@ def verdicts_for(
 
 
 def _load(spec: str, folder: Path, dtype: Any, allow_pickle: bool) -> tuple[Any, Any]:
-    from transformers import LlavaOnevisionForConditionalGeneration
-    from transformers.utils import logging as transformers_logging
+    from pytest_spqr.models.library_noise import loading_quietly
 
-    transformers_logging.disable_progress_bar()
     try:
-        model = LlavaOnevisionForConditionalGeneration.from_pretrained(
-            folder,
-            local_files_only=True,
-            use_safetensors=not allow_pickle,
-            trust_remote_code=False,
-            dtype=dtype,
-        )
-        processor = image_only_processor_class().from_pretrained(
-            folder, local_files_only=True, trust_remote_code=False
-        )
+        with loading_quietly():
+            from transformers import LlavaOnevisionForConditionalGeneration
+
+            model = LlavaOnevisionForConditionalGeneration.from_pretrained(
+                folder,
+                local_files_only=True,
+                use_safetensors=not allow_pickle,
+                trust_remote_code=False,
+                dtype=dtype,
+            )
+            processor = image_only_processor_class().from_pretrained(
+                folder, local_files_only=True, trust_remote_code=False
+            )
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        text = str(exc).strip()
-        reason = text.splitlines()[0] if text else type(exc).__name__
         raise SpqrConfigError(
-            f"judge llavaguard: {spec}: cannot load the model and processor ({reason}) — "
+            f"judge llavaguard: {spec}: cannot load the model and processor ({first_line(exc)}) — "
             "the folder needs config.json, safetensors weights, tokenizer and preprocessor files"
         ) from None
-    finally:
-        transformers_logging.enable_progress_bar()
     if not getattr(processor, "chat_template", None):
         processor.chat_template = ONEVISION_CHAT_TEMPLATE
     processor.tokenizer.padding_side = "left"  # decoder-only batches are padded on the left

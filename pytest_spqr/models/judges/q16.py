@@ -148,7 +148,7 @@ class Q16Judge:
                 f"judge q16: batch_size={batch_size!r} must be a positive integer"
             )
         from pytest_spqr.models.clip import ClipScorer
-        from pytest_spqr.models.fid import state_dict_digest
+        from pytest_spqr.models.fid_features import state_dict_digest
 
         self.threshold = value
         self.batch_size = batch_size
