@@ -83,8 +83,8 @@ class Recording:
             return
         # the flag, else the ini key (checked at start-up like the flag: pytest_spqr.startup)
         directory = self.config.getoption("spqr_report") or self.config.getini("spqr_report") or None
-        if directory is None or not self.recorder.record().tests:
-            return
+        if directory is None:
+            return  # asked for, a report is written even for a run that gated nothing ("no gate")
         from pytest_spqr.report.html import write_report
 
         unblurred = bool(self.config.getoption("spqr_report_unblurred")
